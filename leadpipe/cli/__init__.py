@@ -13,6 +13,7 @@ import click
 #: Modules that each define one command or group named like the module's `COMMAND`.
 COMMAND_MODULES = (
     "leadpipe.cli.validate",
+    "leadpipe.cli.fake_mykaarma",
 )
 
 

@@ -1,0 +1,321 @@
+"""The myKaarma client: one POST per lead, classified into one of three outcomes.
+
+This is the one place that looks at HTTP status codes and `requests` exceptions:
+
+    2xx                                         Delivered
+    408, 425, 429, 5xx, timeout, network error  TransientFailure   (retry with backoff)
+    any other 4xx                               RejectedByMyKaarma (dead letter at once)
+    1xx, 3xx, other                             TransientFailure   (see below)
+
+A 2xx is always `Delivered`, even with an unreadable body: myKaarma has the lead, and
+sending it again would risk a duplicate. Redirects are not followed (a POST turned into
+a GET, credentials sent elsewhere); a 3xx means a wrong base URL or a maintenance page,
+which a person can fix, so it is retried and ends `exhausted`, replayable, rather than
+`rejected` as if the lead itself were bad.
+
+Credentials live only in the session's auth object; they never appear in a repr, a
+log line, an outcome or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from pydantic import SecretStr
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+
+from pipeline.errors import LeadError, MyKaarmaUnavailable, Rejected
+from pipeline.mykaarma import MyKaarmaResponse
+
+logger = logging.getLogger(__name__)
+
+#: Statuses below 500 that mean "try again later": Request Timeout, Too Early, Too Many.
+TRANSIENT_4XX = frozenset({408, 425, 429})
+#: Longest excerpt of a response body kept in an outcome, characters.
+BODY_EXCERPT_CHARS = 500
+#: Connection pools the adapter keeps, one per host: myKaarma's, and a proxy's if any.
+HOST_POOLS = 4
+#: The path of "Insert leads" under the API root.
+LEADS_PATH = "/leads/v2/dealer/"
+
+try:
+    _VERSION = version("leadpipe")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _VERSION = "0+unknown"
+USER_AGENT = f"leadpipe/{_VERSION}"
+
+_DELTA_SECONDS = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+#: A header value requests accepts as is: visible ASCII and spaces, no CR/LF.
+_PLAIN_HEADER = re.compile(r"(?:[\x21-\x7e][\x20-\x7e]*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """myKaarma accepted the lead (2xx)."""
+
+    status: int
+    prospect_uuid: str | None = None
+    is_new_created: bool | None = None
+    warnings: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TransientFailure:
+    """Not accepted this time (408/425/429, 5xx, timeout, network); retry later."""
+
+    status: int | None
+    error: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedByMyKaarma:
+    """myKaarma refused the lead (a 4xx other than 408/425/429); retrying will not help."""
+
+    status: int
+    error: dict[str, Any] | str | None
+
+
+DeliveryOutcome = Delivered | TransientFailure | RejectedByMyKaarma
+
+
+class _BasicAuth(AuthBase):
+    """HTTP basic auth with the header built once; its repr shows no secret."""
+
+    def __init__(self, username: str, password: SecretStr) -> None:
+        token = f"{username}:{password.get_secret_value()}".encode()
+        self._header = "Basic " + base64.b64encode(token).decode("ascii")
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "<basic auth **********>"
+
+
+class MyKaarmaClient:
+    """Delivers lead bodies to myKaarma over one pooled, thread-safe-in-practice session.
+
+    `timeout` bounds the connect and each read separately (requests' model): a server
+    that accepts the connection and then says nothing for `timeout` seconds fails the
+    attempt. TLS certificates are always verified; `verify` may name a CA bundle.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: SecretStr,
+        *,
+        timeout: float,
+        pool_size: int = 32,
+        verify: bool | str = True,
+    ) -> None:
+        if verify is False:
+            raise ValueError("TLS verification cannot be turned off; pass a CA bundle path")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("base_url must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("base_url must not carry credentials; pass username and password")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._timeouts = (timeout, timeout)  # (connect, read)
+        self._verify = verify
+
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=HOST_POOLS, pool_maxsize=pool_size, max_retries=0, pool_block=False
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.auth = _BasicAuth(username, password)
+        session.verify = verify
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # stateless API
+        session.headers.update(
+            {
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+        self._session = session
+
+    def url_for(self, dealer_uuid: str) -> str:
+        """The "Insert leads" URL for a dealer; the uuid is quoted as one path segment."""
+        return self.base_url + LEADS_PATH + quote(dealer_uuid, safe="")
+
+    def deliver(self, dealer_uuid: str, body: dict[str, Any], *, lead_id: str) -> DeliveryOutcome:
+        """POST one lead body; never raises for anything myKaarma or the network does."""
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {"Idempotency-Key": _header_safe(lead_id)}
+        try:
+            response = self._session.post(
+                self.url_for(dealer_uuid),
+                data=data,
+                headers=headers,
+                timeout=self._timeouts,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            outcome: DeliveryOutcome = TransientFailure(None, f"timeout: {_describe(exc)}")
+        except requests.ConnectionError as exc:
+            outcome = TransientFailure(None, f"connection error: {_describe(exc)}")
+        except requests.RequestException as exc:
+            # Broken chunked body, bad content encoding and the like: the lead is kept
+            # and retried, and its record shows why.
+            outcome = TransientFailure(None, f"request failed: {_describe(exc)}")
+        else:
+            outcome = classify(response.status_code, response.content, response.headers)
+            response.close()
+        logger.debug("lead %s: POST dealer %s -> %s", lead_id, dealer_uuid, _summary(outcome))
+        return outcome
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def __enter__(self) -> MyKaarmaClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MyKaarmaClient(base_url={self.base_url!r}, timeout={self.timeout})"
+
+
+def classify(status: int, content: bytes, headers: Mapping[str, str]) -> DeliveryOutcome:
+    """Turn one HTTP answer into an outcome; `headers` is case-insensitive (requests')."""
+    if 200 <= status < 300:
+        envelope = _envelope(content)
+        if envelope is None:
+            return Delivered(status)
+        return Delivered(
+            status,
+            prospect_uuid=envelope.prospect_uuid,
+            is_new_created=envelope.is_new_created,
+            warnings=tuple(
+                w.model_dump(by_alias=True, exclude_none=True) for w in envelope.warnings
+            ),
+        )
+    if status in TRANSIENT_4XX or status >= 500:
+        return TransientFailure(
+            status,
+            f"HTTP {status}: {_error_text(content)}",
+            parse_retry_after(headers.get("Retry-After")),
+        )
+    if 400 <= status < 500:
+        envelope = _envelope(content)
+        if envelope is not None and envelope.error is not None:
+            return RejectedByMyKaarma(
+                status, envelope.error.model_dump(by_alias=True, exclude_none=True)
+            )
+        return RejectedByMyKaarma(status, _excerpt(content) or None)
+    where = headers.get("Location")
+    detail = f" to {_excerpt(where.encode())}" if 300 <= status < 400 and where else ""
+    return TransientFailure(status, f"unexpected HTTP {status}{detail}")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP-date.
+
+    A negative delta or a date in the past is 0; anything unreadable is None.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        seconds = float(text)
+        return max(seconds, 0.0) if seconds < float("inf") else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def outcome_as_error(outcome: DeliveryOutcome, *, lead_id: str | None = None) -> LeadError | None:
+    """The `pipeline.errors` exception for a failed outcome; None when delivered."""
+    if isinstance(outcome, TransientFailure):
+        return MyKaarmaUnavailable(
+            f"myKaarma unavailable: {outcome.error}",
+            lead_id=lead_id,
+            status=outcome.status,
+            retry_after=outcome.retry_after,
+        )
+    if isinstance(outcome, RejectedByMyKaarma):
+        return Rejected(
+            f"myKaarma rejected the lead with HTTP {outcome.status}",
+            lead_id=lead_id,
+            status=outcome.status,
+            error=outcome.error,
+        )
+    return None
+
+
+def _envelope(content: bytes) -> MyKaarmaResponse | None:
+    if not content.strip():
+        return None
+    try:
+        document = json.loads(content)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    if not isinstance(document, dict):
+        return None
+    return MyKaarmaResponse.model_validate(document)
+
+
+def _error_text(content: bytes) -> str:
+    """The envelope's error description when there is one, else the start of the body."""
+    envelope = _envelope(content)
+    if envelope is not None and envelope.error is not None:
+        error = envelope.error
+        text = " ".join(part for part in (error.code, error.description) if part)
+        if text:
+            return _excerpt(text.encode())
+    return _excerpt(content) or "(no body)"
+
+
+def _excerpt(content: bytes) -> str:
+    text = content[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return " ".join(text.split())[:BODY_EXCERPT_CHARS]
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one short line; requests' messages hold the URL, never the auth."""
+    return _excerpt(f"{type(exc).__name__}: {exc}".encode())
+
+
+def _header_safe(value: str) -> str:
+    """`value` when it is a legal header value, else percent-encoded (never raises)."""
+    return value if _PLAIN_HEADER.fullmatch(value) else quote(value, safe="")
+
+
+def _summary(outcome: DeliveryOutcome) -> str:
+    """An outcome for a log line: statuses only, never a response body (it may echo data)."""
+    if isinstance(outcome, Delivered):
+        return f"delivered (HTTP {outcome.status})"
+    if isinstance(outcome, RejectedByMyKaarma):
+        return f"rejected (HTTP {outcome.status})"
+    if outcome.status is not None:
+        return f"transient (HTTP {outcome.status})"
+    return f"transient ({outcome.error})"  # a requests exception: names the URL, no body

@@ -1,0 +1,28 @@
+"""Lead states and dead-letter reasons (CONTRACT section 4)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class LeadState(StrEnum):
+    """Where a lead is: received -> validated -> delivering -> one terminal state."""
+
+    RECEIVED = "received"
+    VALIDATED = "validated"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    DUPLICATE = "duplicate"
+
+
+TERMINAL_STATES = frozenset({LeadState.DELIVERED, LeadState.DEAD, LeadState.DUPLICATE})
+
+
+class DeadReason(StrEnum):
+    """Why a lead is in the dead-letter store."""
+
+    INVALID = "invalid"
+    UNROUTABLE = "unroutable"
+    REJECTED = "rejected"
+    EXHAUSTED = "exhausted"

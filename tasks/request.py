@@ -1,0 +1,31 @@
+"""A worker-side Request that never shows a lead's payload.
+
+Flower and the worker's events show `argsrepr`/`kwargsrepr`, which the *sender* sets;
+an upstream system that knows nothing of us sends the customer's name and email
+there. Remote control (`inspect active`, which Flower calls) shows the raw args.
+This Request masks all of them, so no PII reaches events, Flower or logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.worker.request import Request
+
+MASKED_ARGS = "('<lead payload masked>',)"
+MASKED_KWARGS = "{'<masked>': '<masked>'}"
+
+
+class MaskedRequest(Request):
+    """Request whose arguments are masked wherever the worker shows them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr = MASKED_ARGS
+        self._kwargsrepr = MASKED_KWARGS
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        details: dict[str, Any] = super().info(safe=True)
+        details["args"] = MASKED_ARGS
+        details["kwargs"] = MASKED_KWARGS
+        return details
