@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 TRANSIENT_4XX = frozenset({408, 425, 429})
 #: Longest excerpt of a response body kept in an outcome, characters.
 BODY_EXCERPT_CHARS = 500
+#: Most of a response body read, bytes: myKaarma's envelopes are a few hundred bytes;
+#: a multi-megabyte error page from a proxy is cut off rather than held in memory.
+MAX_RESPONSE_BYTES = 1024 * 1024
 #: Connection pools the adapter keeps, one per host: myKaarma's, and a proxy's if any.
 HOST_POOLS = 4
 #: The path of "Insert leads" under the API root.
@@ -172,18 +175,32 @@ class MyKaarmaClient:
                 headers=headers,
                 timeout=self._timeouts,
                 allow_redirects=False,
+                stream=True,  # the status first; the body is read below, bounded
             )
         except requests.Timeout as exc:
             outcome: DeliveryOutcome = TransientFailure(None, f"timeout: {_describe(exc)}")
         except requests.ConnectionError as exc:
             outcome = TransientFailure(None, f"connection error: {_describe(exc)}")
         except requests.RequestException as exc:
-            # Broken chunked body, bad content encoding and the like: the lead is kept
-            # and retried, and its record shows why.
+            # Nothing else is expected here; whatever it is, the lead is kept and
+            # retried, and its record shows why.
             outcome = TransientFailure(None, f"request failed: {_describe(exc)}")
         else:
-            outcome = classify(response.status_code, response.content, response.headers)
-            response.close()
+            try:
+                content = _read_body(response)
+            except requests.RequestException as exc:
+                # Status line and headers arrived, the body broke off: the status
+                # still decides (a 2xx is delivered), the body is just unknown.
+                logger.warning(
+                    "lead %s: HTTP %s body unreadable: %s",
+                    lead_id,
+                    response.status_code,
+                    type(exc).__name__,
+                )
+                content = b""
+            finally:
+                response.close()
+            outcome = classify(response.status_code, content, response.headers)
         logger.debug("lead %s: POST dealer %s -> %s", lead_id, dealer_uuid, _summary(outcome))
         return outcome
 
@@ -270,6 +287,18 @@ def outcome_as_error(outcome: DeliveryOutcome, *, lead_id: str | None = None) ->
             error=outcome.error,
         )
     return None
+
+
+def _read_body(response: requests.Response) -> bytes:
+    """At most `MAX_RESPONSE_BYTES` of the body; a fully read connection goes back to the pool."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_RESPONSE_BYTES:
+            break  # the rest is never read; closing drops this one connection
+    return b"".join(chunks)
 
 
 def _envelope(content: bytes) -> MyKaarmaResponse | None:

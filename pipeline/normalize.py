@@ -219,13 +219,14 @@ def parse_utm(value: str) -> dict[str, str]:
     """UTM parameters from their query-string form, url-decoded.
 
     Tolerates a leading "?" (or a whole URL: only its query is read) and a trailing
-    "#fragment". The first occurrence of a key wins; empty keys are skipped.
+    "#fragment". The first occurrence of a key wins; pieces without "=" and empty keys
+    are skipped.
     """
     query = value.strip()
     before, mark, after = query.partition("?")
     if mark and "=" not in before:
         query = after
-    query = query.split("#", 1)[0]
+    query = "&".join(pair for pair in query.split("#", 1)[0].split("&") if "=" in pair)
     result: dict[str, str] = {}
     for key, item in parse_qsl(query, keep_blank_values=True):
         name = clean_text(key)

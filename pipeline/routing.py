@@ -220,6 +220,7 @@ class RoutingFile:
             )
         version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if self._table is not None and version == self._version:
+            self._bad_version = None  # back to the good version, e.g. after a brief removal
             return self._table
         if version == self._bad_version:
             return self._keep_last_good(version, self._bad_message)

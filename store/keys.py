@@ -59,6 +59,11 @@ class Keys:
         """Hash: event counters (attempt outcomes, unreadable messages)."""
         return f"{self.prefix}:stats:counters"
 
+    @property
+    def latency(self) -> str:
+        """Hash: delivery latency histogram (received -> 2xx), one field per bucket."""
+        return f"{self.prefix}:stats:latency"
+
     def transaction(self, partner: str, transaction_id: str) -> str:
         """String: the lead id that owns a partner's transactionId (dedupe claim)."""
         return f"{self.prefix}:txn:{len(partner)}:{partner}:{transaction_id}"

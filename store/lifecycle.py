@@ -222,7 +222,9 @@ class LeadLifecycle:
                 fields["isNewCreated"] = "true" if result.is_new_created else "false"
             if result.warnings:
                 fields["mykaarmaWarnings"] = dumps(list(result.warnings))
-            self.store.mark_delivered(lead_id, attempt, fields, now=finished)
+            self.store.mark_delivered(
+                lead_id, attempt, fields, latency=finished - claim.created_at, now=finished
+            )
             log.info("lead %s delivered (attempt %d, status %d)", lead_id, number, result.status)
             return Step(lead_id, None, "delivered")
         if isinstance(result, RejectedByMyKaarma):

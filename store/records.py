@@ -20,6 +20,17 @@ from store.keys import Keys
 
 Fields = Mapping[str, str | int | float]
 
+#: Upper bounds (seconds) of the delivery latency histogram: received -> myKaarma's 2xx.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def latency_bucket(seconds: float) -> str:
+    """The histogram field a latency falls in (non-cumulative; `+Inf` past the last)."""
+    for bound in LATENCY_BUCKETS:
+        if seconds <= bound:
+            return f"le:{bound}"
+    return "le:+Inf"
+
 
 def _flatten(fields: Fields | None) -> list[str | int | float]:
     """Name/value pairs for the tail of a script's ARGV; None values are left out."""
@@ -60,6 +71,7 @@ class DeliveryClaim:
     dealer_uuid: str = ""
     request: str = ""
     attempts_before: int = 0
+    created_at: float = 0.0
 
 
 class LeadStore:
@@ -153,7 +165,8 @@ class LeadStore:
     ) -> Outcome:
         """Move a lead to the dead letters (only from the states in `expect`)."""
         k = self.keys
-        reply = self._dead(
+        pipe = self.redis.pipeline(transaction=False)
+        self._dead(
             keys=[
                 k.lead(lead_id),
                 k.active,
@@ -171,7 +184,11 @@ class LeadStore:
                 dumps(attempt) if attempt else "",
                 *_flatten(fields),
             ],
+            client=pipe,
         )
+        if attempt:
+            pipe.hincrby(k.counters, f"attempts.{attempt.get('outcome', 'failed')}", 1)
+        reply = pipe.execute()[0]
         return Outcome.parse(reply)
 
     # -- deliver --------------------------------------------------------------------
@@ -188,17 +205,33 @@ class LeadStore:
         out = Outcome.parse(reply)
         if out.status != "go":
             return DeliveryClaim(out.status, out.state)
-        dealer, request, attempts = out.detail
-        return DeliveryClaim("go", LeadState.DELIVERING.value, dealer, request, int(attempts))
+        dealer, request, attempts, created = out.detail
+        return DeliveryClaim(
+            "go", LeadState.DELIVERING.value, dealer, request, int(attempts), float(created)
+        )
 
     def mark_delivered(
-        self, lead_id: str, attempt: Mapping[str, Any], fields: Fields, *, now: float | None = None
+        self,
+        lead_id: str,
+        attempt: Mapping[str, Any],
+        fields: Fields,
+        *,
+        latency: float,
+        now: float | None = None,
     ) -> Outcome:
+        """delivering -> delivered; counts the attempt and observes the latency, in one
+        round trip."""
         k = self.keys
-        reply = self._delivered(
+        pipe = self.redis.pipeline(transaction=False)
+        self._delivered(
             keys=[k.lead(lead_id), k.active, k.state_counts, k.attempts(lead_id)],
             args=[lead_id, time.time() if now is None else now, dumps(attempt), *_flatten(fields)],
+            client=pipe,
         )
+        pipe.hincrby(k.counters, "attempts.delivered", 1)
+        pipe.hincrby(k.latency, latency_bucket(latency), 1)
+        pipe.hincrbyfloat(k.latency, "sum", latency)
+        reply = pipe.execute()[0]
         return Outcome.parse(reply)
 
     def schedule_retry(
@@ -211,11 +244,14 @@ class LeadStore:
         now: float | None = None,
     ) -> Outcome:
         k = self.keys
-        reply = self._schedule(
+        pipe = self.redis.pipeline(transaction=False)
+        self._schedule(
             keys=[k.lead(lead_id), k.active, k.state_counts, k.attempts(lead_id), k.retry],
             args=[lead_id, time.time() if now is None else now, token, dumps(attempt), due],
+            client=pipe,
         )
-        return Outcome.parse(reply)
+        pipe.hincrby(k.counters, "attempts.transient", 1)
+        return Outcome.parse(pipe.execute()[0])
 
     # -- background loops -----------------------------------------------------------
 

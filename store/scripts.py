@@ -116,7 +116,7 @@ BEGIN_DELIVERY = (
     _PRELUDE
     + """
 local v = redis.call('HMGET', KEYS[1], 'state', 'deliveryToken', 'leaseUntil',
-  'nextAttemptAt', 'dealerUuid', 'request', 'attemptCount')
+  'nextAttemptAt', 'dealerUuid', 'request', 'attemptCount', 'createdAt')
 local st = v[1]
 if not st then return {'missing'} end
 if st ~= 'validated' and st ~= 'delivering' then return {'skip', st} end
@@ -128,7 +128,7 @@ redis.call('HSET', KEYS[1], 'state', 'delivering', 'deliveryToken', ARGV[3],
 redis.call('HDEL', KEYS[1], 'nextAttemptAt')
 if st ~= 'delivering' then move(KEYS[3], st, 'delivering') end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return {'go', v[5] or '', v[6] or '', v[7] or '0'}
+return {'go', v[5] or '', v[6] or '', v[7] or '0', v[8] or ARGV[2]}
 """
 )
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import SecretStr
@@ -23,6 +24,7 @@ from werkzeug import Request, Response
 from pipeline.client import (
     USER_AGENT,
     Delivered,
+    DeliveryOutcome,
     MyKaarmaClient,
     RejectedByMyKaarma,
     TransientFailure,
@@ -58,11 +60,16 @@ def client(httpserver: HTTPServer) -> Iterator[MyKaarmaClient]:
         yield instance
 
 
-def deliver(client: MyKaarmaClient, dealer: str = DEALER):
+def deliver(client: MyKaarmaClient, dealer: str = DEALER) -> DeliveryOutcome:
     return client.deliver(dealer, BODY, lead_id=LEAD_ID)
 
 
-def answer(httpserver: HTTPServer, status: int, body: object = None, headers=None) -> None:
+def answer(
+    httpserver: HTTPServer,
+    status: int,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+) -> None:
     if body is None:
         payload = ""
     elif isinstance(body, str):
@@ -130,26 +137,38 @@ def test_a_lead_id_that_is_no_legal_header_is_encoded_not_fatal(httpserver, clie
     assert keys == ["evil%0D%0AX-Injected%3A%201"]
 
 
-def test_the_connection_is_reused(httpserver):
-    # A threaded server speaks HTTP/1.1 keep-alive; the pool should use one socket.
+def test_the_connection_is_reused():
+    # Given a plain HTTP/1.1 keep-alive server that notes each client port
     ports: list[int] = []
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            ports.append(self.client_address[1])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Keep the test output quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-
-        def handler(request: Request) -> Response:
-            ports.append(request.environ["REMOTE_PORT"])
-            return Response('{"prospectUuid": "p-1"}', status=200)
-
-        server.expect_request(PATH, method="POST").respond_with_handler(handler)
-        with MyKaarmaClient(server.url_for("/"), USERNAME, SecretStr(PASSWORD), timeout=2) as c:
-            for _ in range(3):
-                assert isinstance(deliver(c), Delivered)
-        assert len(ports) == 3
-        assert len(set(ports)) == 1
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with MyKaarmaClient(url, USERNAME, SecretStr(PASSWORD), timeout=2) as pooled:
+            # When three leads are delivered one after another
+            outcomes = [deliver(pooled) for _ in range(3)]
     finally:
-        server.clear()
-        server.stop()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    # Then they all went over one pooled connection
+    assert outcomes == [Delivered(204)] * 3
+    assert len(ports) == 3
+    assert len(set(ports)) == 1
 
 
 # --- classification ---------------------------------------------------------------------
@@ -299,6 +318,58 @@ def test_connection_refused():
     assert len(outcome.error) <= 500
 
 
+@pytest.fixture
+def raw_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A one-shot server that sends whatever bytes the test puts in the list, then hangs up."""
+    replies: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)  # bounded: the thread ends even if no client comes
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            conn.sendall(replies[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", replies
+    thread.join(timeout=10)
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("status_line", "expected"),
+    [
+        (b"HTTP/1.1 200 OK", Delivered(200)),  # accepted: the broken body changes nothing
+        (b"HTTP/1.1 500 Internal Server Error", TransientFailure(500, "HTTP 500: (no body)")),
+        (b"HTTP/1.1 422 Unprocessable Entity", RejectedByMyKaarma(422, None)),
+    ],
+)
+def test_a_body_cut_short_is_classified_by_its_status(raw_server, caplog, status_line, expected):
+    url, replies = raw_server
+    replies.append(status_line + b'\r\nContent-Length: 1000\r\n\r\n{"prospectUuid": "p')
+    with MyKaarmaClient(url, USERNAME, SecretStr(PASSWORD), timeout=2) as short:
+        assert deliver(short) == expected
+    assert f"lead {LEAD_ID}: HTTP" in caplog.text
+    assert "body unreadable" in caplog.text
+
+
+def test_a_huge_error_body_is_read_only_in_part(httpserver, client):
+    answer(httpserver, 400, "y" * (3 * 1024 * 1024))
+    outcome = deliver(client)
+    assert outcome == RejectedByMyKaarma(400, "y" * 500)
+
+
 # --- secrets ----------------------------------------------------------------------------
 
 
@@ -345,16 +416,18 @@ def test_credentials_in_the_base_url_are_refused_without_echo():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("base_url", "kwargs", "match"),
     [
-        ({"verify": False}, "TLS verification cannot be turned off"),
-        ({"timeout": 0}, "timeout must be positive"),
+        ("https://api.example", {"verify": False}, "TLS verification cannot be turned off"),
+        ("https://api.example", {"timeout": 0}, "timeout must be positive"),
+        ("ftp://api.example", {}, "must be an http:// or https:// URL"),
+        ("api.example", {}, "must be an http:// or https:// URL"),
     ],
 )
-def test_unsafe_or_impossible_settings_are_refused(kwargs, match):
+def test_unsafe_or_impossible_settings_are_refused(base_url, kwargs, match):
     options = {"timeout": 1.0, **kwargs}
     with pytest.raises(ValueError, match=match):
-        MyKaarmaClient("https://api.example", USERNAME, SecretStr(PASSWORD), **options)
+        MyKaarmaClient(base_url, USERNAME, SecretStr(PASSWORD), **options)
 
 
 def test_a_ca_bundle_path_is_accepted():
@@ -399,6 +472,29 @@ def test_classify_is_the_one_place_for_statuses():
     assert isinstance(classify(100, b"", {}), TransientFailure)
     assert isinstance(classify(499, b"", {}), RejectedByMyKaarma)
     assert isinstance(classify(599, b"", {}), TransientFailure)
+
+
+def test_the_envelope_is_read_leniently():
+    # Mistyped values read as absent, a malformed warning does not hide the good one,
+    # unknown keys are ignored.
+    body = {
+        "statusCode": "two hundred",
+        "isNewCreated": "maybe",
+        "prospectUuid": "p-9",
+        "warnings": ["junk", {"code": 7, "description": "numeric code", "extra": "kept"}],
+        "somethingNew": {"a": 1},
+    }
+    assert classify(200, json.dumps(body).encode(), {}) == Delivered(
+        200,
+        prospect_uuid="p-9",
+        is_new_created=None,
+        warnings=({"code": "7", "description": "numeric code", "extra": "kept"},),
+    )
+
+
+def test_an_error_that_is_no_object_falls_back_to_the_body():
+    content = b'{"error": "bad things"}'
+    assert classify(400, content, {}) == RejectedByMyKaarma(400, '{"error": "bad things"}')
 
 
 def test_outcome_as_error():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -62,7 +63,7 @@ PLATE_LEAD = ResolvedLead(
 )
 
 
-def build(lead: ResolvedLead, route: Route = ROUTE) -> dict:
+def build(lead: ResolvedLead, route: Route = ROUTE) -> dict[str, Any]:
     body = build_mykaarma_request(lead, route, LEAD_ID)
     validate_mykaarma_request(body)  # every body we build is one myKaarma accepts
     return body
@@ -169,7 +170,7 @@ def test_dealer_details_services_and_lead_type_come_from_the_route():
 
 
 def test_no_none_anywhere():
-    def walk(value):
+    def walk(value: object) -> None:
         if isinstance(value, dict):
             for item in value.values():
                 walk(item)

@@ -121,7 +121,7 @@ def test_built_in_defaults_fill_what_the_file_leaves_out():
     assert route.source == DEFAULT_SOURCE == "MMC"
     assert route.lead_type == DEFAULT_LEAD_TYPE == "SERVICE_DEMAND"
     assert route.services == DEFAULT_SERVICES
-    assert DEFAULT_SERVICES == (Service(code="VSC", name="Vehicle service contract"),)
+    assert (Service(code="VSC", name="Vehicle service contract"),) == DEFAULT_SERVICES
     assert route.dealer_name is None
     assert route.dealer_code is None
 
@@ -189,9 +189,15 @@ def test_partner_names_that_need_quotes():
             '[defaults]\ndealer_uuid = "d"\ndealer = "x"',
             "defaults.dealer: unknown key (expected one of dealer_uuid",
         ),
-        ("[defaults]\ndealer_uuid = 42", "defaults.dealer_uuid: must be a non-empty string, got an integer 42"),
+        (
+            "[defaults]\ndealer_uuid = 42",
+            "defaults.dealer_uuid: must be a non-empty string, got an integer 42",
+        ),
         ('[defaults]\ndealer_uuid = "  "', "defaults.dealer_uuid: must be a non-empty string"),
-        ('[defaults]\ndealer_uuid = "d"\ndealer_name = true', "defaults.dealer_name: must be a non-empty string, got a boolean True"),
+        (
+            '[defaults]\ndealer_uuid = "d"\ndealer_name = true',
+            "defaults.dealer_name: must be a non-empty string, got a boolean True",
+        ),
         (
             '[defaults]\ndealer_uuid = "d"\nsource = "SPARC"',
             "defaults.source: must be one of MMC, BMW_SPARC, AUTOPOINT, got 'SPARC'",
@@ -232,8 +238,14 @@ def test_partner_names_that_need_quotes():
             '[defaults]\ndealer_uuid = "d"\nservices = [{ code = "A", due_date = "2030-02-30" }]',
             "defaults.services[0].due_date: must be a date as yyyy-mm-dd",
         ),
-        ('[states.Texas]\ndealer_uuid = "d"', "states.Texas: a state section must be named by a two-letter"),
-        ('[states.T1]\ndealer_uuid = "d"', "states.T1: a state section must be named by a two-letter"),
+        (
+            '[states.Texas]\ndealer_uuid = "d"',
+            "states.Texas: a state section must be named by a two-letter",
+        ),
+        (
+            '[states.T1]\ndealer_uuid = "d"',
+            "states.T1: a state section must be named by a two-letter",
+        ),
         ('[states.ZZ]\ndealer_uuid = "d"', "states.ZZ: ZZ is not a US state code"),
         (
             '[states.tx]\ndealer_uuid = "d"\n[states.TX]\ndealer_uuid = "e"',
@@ -284,7 +296,7 @@ def test_load_routing_names_a_missing_file(tmp_path):
 def test_load_routing_refuses_non_utf8(tmp_path):
     path = tmp_path / "latin1.toml"
     path.write_bytes(b'[defaults]\ndealer_name = "M\xfcller"\n')
-    with pytest.raises(RoutingFileError, match="latin1.toml is not UTF-8"):
+    with pytest.raises(RoutingFileError, match=r"latin1\.toml is not UTF-8"):
         load_routing(path)
 
 
@@ -414,12 +426,21 @@ def test_keeps_the_last_good_version_when_the_file_disappears(tmp_path, caplog):
     source = RoutingFile(path, check_interval=0)
     assert dealer(source) == "d-1"
 
-    path.unlink()
+    moved = tmp_path / "aside.toml"
+    path.rename(moved)
     with caplog.at_level(logging.ERROR, logger="pipeline.routing"):
         assert dealer(source) == "d-1"
         assert dealer(source) == "d-1"
     assert len(caplog.records) == 1
     assert "cannot read routing file" in caplog.records[0].getMessage()
+
+    # When the same file comes back and then goes away again, that is logged again
+    moved.rename(path)
+    assert dealer(source) == "d-1"
+    path.unlink()
+    with caplog.at_level(logging.ERROR, logger="pipeline.routing"):
+        assert dealer(source) == "d-1"
+    assert len(caplog.records) == 2
 
 
 def test_raises_while_no_good_version_was_ever_loaded(tmp_path, caplog):
