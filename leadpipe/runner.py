@@ -3,6 +3,7 @@ demo, the benchmark and the tests alike (one place for how a worker is launched)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -110,10 +111,8 @@ class WorkerProcess:
     def signal(self, signum: int) -> None:
         """Send `signum` to the worker's whole process group."""
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Warm shutdown (SIGTERM); SIGKILL the group if it does not finish in time."""
@@ -131,7 +130,5 @@ class WorkerProcess:
         if self.process is None:
             return
         self.signal(signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass

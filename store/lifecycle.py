@@ -105,7 +105,9 @@ class LeadLifecycle:
             problem = f"payload must be a JSON object, got {_json_type(payload)}"
         elif size > self.max_payload_bytes:
             problem = f"payload is {size} bytes; the limit is {self.max_payload_bytes} bytes"
-            text = dumps({"truncated": True, "bytes": size, "preview": text[:OVERSIZED_PREVIEW_CHARS]})
+            text = dumps(
+                {"truncated": True, "bytes": size, "preview": text[:OVERSIZED_PREVIEW_CHARS]}
+            )
         elif isinstance(payload.get("partner"), str) and "partner" not in fields:
             fields["partner"] = payload["partner"]
         if isinstance(payload, dict) and isinstance(payload.get("transactionId"), str):
@@ -206,7 +208,9 @@ class LeadLifecycle:
             return Step(lead_id, None, claim.status)
         number = claim.attempts_before + 1
         started = self.clock()
-        result = self.client().deliver(claim.dealer_uuid, json.loads(claim.request), lead_id=lead_id)
+        result = self.client().deliver(
+            claim.dealer_uuid, json.loads(claim.request), lead_id=lead_id
+        )
         finished = self.clock()
         attempt: dict[str, Any] = {
             "attempt": number,

@@ -138,7 +138,8 @@ class LeadStore:
     ) -> Outcome:
         """received -> validated, or -> duplicate when a live lead owns the transaction."""
         k = self.keys
-        has_txn = bool(partner is not None and transaction_id)
+        # Leads without a partner share one namespace: same transactionId, same lead.
+        has_txn = bool(transaction_id)
         txn_key = k.transaction(partner or "", transaction_id or "") if has_txn else k.lead(lead_id)
         reply = self._enrich_commit(
             keys=[k.lead(lead_id), k.active, k.state_counts, txn_key],
@@ -264,7 +265,9 @@ class LeadStore:
         )
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
-    def sweep(self, *, lease: float, now: float | None = None, limit: int = 500) -> list[tuple[str, str]]:
+    def sweep(
+        self, *, lease: float, now: float | None = None, limit: int = 500
+    ) -> list[tuple[str, str]]:
         """(lead id, state) of leads untouched past `lease`; they are touched again."""
         now = time.time() if now is None else now
         k = self.keys
@@ -280,7 +283,12 @@ class LeadStore:
     # -- replay and purge -----------------------------------------------------------
 
     def replay_prepare(
-        self, lead_id: str, history: Mapping[str, Any], *, payload: str = "", now: float | None = None
+        self,
+        lead_id: str,
+        history: Mapping[str, Any],
+        *,
+        payload: str = "",
+        now: float | None = None,
     ) -> Outcome:
         k = self.keys
         reply = self._replay_prepare(

@@ -60,7 +60,9 @@ def _payload(text: str | None) -> Any:
         return text
 
 
-def record_view(fields: Mapping[str, str], attempts: list[Any], history: list[Any]) -> dict[str, Any]:
+def record_view(
+    fields: Mapping[str, str], attempts: list[Any], history: list[Any]
+) -> dict[str, Any]:
     """The full record of one lead, as `leadpipe status` and `dlq show` print it."""
     out: dict[str, Any] = {
         "leadId": fields.get("leadId"),

@@ -1,6 +1,6 @@
 """The Celery side of leadpipe: `celery -A tasks worker` finds `app` here."""
 
-from tasks.celery import app
 from tasks import loops as _loops  # noqa: F401  (registers the worker's start-up check and loops)
+from tasks.celery import app
 
 __all__ = ["app"]

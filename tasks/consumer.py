@@ -58,7 +58,7 @@ def dead_letter_message(message: Any, problem: str) -> None:
         log.exception("could not record unreadable message %s", lead_id or "(no id)")
 
 
-class LeadConsumer(Consumer):  # type: ignore[misc]
+class LeadConsumer(Consumer):
     """Celery's Consumer, with bad messages dead-lettered instead of logged."""
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:

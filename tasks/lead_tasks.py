@@ -40,7 +40,9 @@ def _requeue_when_redis_is_down(lead_id: str) -> Iterator[None]:
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        log.warning("lead %s: Redis unavailable (%s); message requeued", lead_id, type(exc).__name__)
+        log.warning(
+            "lead %s: Redis unavailable (%s); message requeued", lead_id, type(exc).__name__
+        )
         time.sleep(REDIS_DOWN_PAUSE_SECONDS)
         raise Reject(exc, requeue=True) from None
 

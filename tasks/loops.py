@@ -54,7 +54,7 @@ def check_configuration(sender: Any = None, **_: Any) -> None:
         raise SystemExit(EXIT_CONFIG) from None
 
 
-class LeadLoops(bootsteps.StartStopStep):  # type: ignore[misc]
+class LeadLoops(bootsteps.StartStopStep):
     """Runs the retry releaser and the sweeper in a daemon thread of the worker."""
 
     label = "leadpipe loops"

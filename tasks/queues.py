@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 INGEST_TASK = "leads.ingest"
 ENRICH_TASK = "leads.enrich"

@@ -50,7 +50,13 @@ def test_a_lead_sent_without_queue_lands_on_celery_and_is_still_processed(stack:
 
 def test_each_vehicle_method_is_resolved_and_sent(stack: Stack) -> None:
     by_mmy = valid_payload(
-        vehicle={"make": "toyota", "model": "Camry", "year": "2020", "state": "ca", "mileage": "45,000"}
+        vehicle={
+            "make": "toyota",
+            "model": "Camry",
+            "year": "2020",
+            "state": "ca",
+            "mileage": "45,000",
+        }
     )
     by_plate = valid_payload(vehicle={"licensePlate": "abc-123", "state": "NY", "mileage": 1})
     ids = [stack.send(by_mmy, partner="acme"), stack.send(by_plate, partner="acme")]
@@ -120,7 +126,13 @@ def test_an_invalid_lead_is_dead_with_one_message_per_field(stack: Stack) -> Non
     record = stack.wait_for([lead_id])[lead_id]
     assert (record["state"], record["reason"]) == ("dead", "invalid")
     fields = {e["field"] for e in record["error"]["errors"]}
-    assert {"lead.firstName", "lead.lastName", "lead.email", "vehicle.state", "vehicle.mileage"} <= fields
+    assert {
+        "lead.firstName",
+        "lead.lastName",
+        "lead.email",
+        "vehicle.state",
+        "vehicle.mileage",
+    } <= fields
     assert record["payload"] == payload
     assert stack.fake.stored_lead_ids().get(lead_id) is None
 

@@ -93,7 +93,12 @@ BOUNDARIES = [
     ("vehicle.vin", "1HGCM82633A00435Q", False, 'other than I, O and Q (found "Q")'),
     ("vehicle.vin", "1HGCM82633A0043$2", False, 'other than I, O and Q (found "$")'),
     # vehicle.state: required, a two-letter US code
-    ("vehicle.state", "XX", False, 'must be a two-letter US state code such as NY, CA or TX (got "XX")'),
+    (
+        "vehicle.state",
+        "XX",
+        False,
+        'must be a two-letter US state code such as NY, CA or TX (got "XX")',
+    ),
     ("vehicle.state", "T", False, '(got "T")'),
     ("vehicle.state", "TXX", False, '(got "TXX")'),
     ("vehicle.state", "tx", True, None),
@@ -104,7 +109,7 @@ BOUNDARIES = [
     # vehicle.licensePlate: 1-8 (with a VIN present the plate is not needed)
     ("vehicle.licensePlate", "A", True, None),
     ("vehicle.licensePlate", "ABCD1234", True, None),
-    ("vehicle.licensePlate", "ABCD12345", False, "must be 1 to 8 characters (got \"ABCD12345\")"),
+    ("vehicle.licensePlate", "ABCD12345", False, 'must be 1 to 8 characters (got "ABCD12345")'),
     ("vehicle.licensePlate", "", True, None),  # an empty optional field is absent
     # fields the seed leaves open, bounded against hostile input
     ("vehicle.make", "M" * 50, True, None),
@@ -182,7 +187,10 @@ MMY = {"make": "Toyota", "model": "Camry", "year": 2020}
         ({"licensePlate": "ABC123"}, VehicleIdMethod.PLATE_STATE),
         ({"vin": GOOD_VIN, **MMY, "licensePlate": "ABC123"}, VehicleIdMethod.VIN),
         ({**MMY, "licensePlate": "ABC123"}, VehicleIdMethod.MAKE_MODEL_YEAR),
-        ({"make": "Toyota", "model": "Camry", "licensePlate": "ABC123"}, VehicleIdMethod.PLATE_STATE),
+        (
+            {"make": "Toyota", "model": "Camry", "licensePlate": "ABC123"},
+            VehicleIdMethod.PLATE_STATE,
+        ),
         ({"vin": GOOD_VIN, "make": "Toyota"}, VehicleIdMethod.VIN),
     ],
 )
@@ -251,4 +259,4 @@ class TestStrictModels:
     def test_model_is_frozen(self) -> None:
         request = PartnerLeadRequest.model_validate(valid_payload())
         with pytest.raises(ValidationError):
-            request.vehicle.mileage = 5  # type: ignore[misc]
+            request.vehicle.mileage = 5

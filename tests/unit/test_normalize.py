@@ -11,11 +11,13 @@ from pipeline.normalize import clean_text, normalize, normalize_payload, parse_u
 
 
 def vehicle(**fields: Any) -> dict[str, Any]:
-    return normalize_payload({"vehicle": fields})["vehicle"]
+    section: dict[str, Any] = normalize_payload({"vehicle": fields})["vehicle"]
+    return section
 
 
 def lead(**fields: Any) -> dict[str, Any]:
-    return normalize_payload({"lead": fields})["lead"]
+    section: dict[str, Any] = normalize_payload({"lead": fields})["lead"]
+    return section
 
 
 @pytest.mark.parametrize(
@@ -155,7 +157,10 @@ def test_normalization_is_idempotent_on_a_messy_payload() -> None:
             {"utm_source": "partner", "utm_medium": "cps", "utm_campaign": "lead-gen"},
         ),
         ("?utm_source=partner", {"utm_source": "partner"}),
-        ("utm_campaign=spring%20sale&utm_term=a+b", {"utm_campaign": "spring sale", "utm_term": "a b"}),
+        (
+            "utm_campaign=spring%20sale&utm_term=a+b",
+            {"utm_campaign": "spring sale", "utm_term": "a b"},
+        ),
         ("https://example.com/landing?utm_source=x#top", {"utm_source": "x"}),
         ("utm_term=what?&utm_source=a", {"utm_term": "what?", "utm_source": "a"}),
         ("utm_source=a&utm_source=b", {"utm_source": "a"}),

@@ -246,7 +246,10 @@ def test_to_json_has_the_contract_shape() -> None:
     invalid = validate_lead(valid_payload(mileage=0)).to_json()
     assert invalid["vehicleIdMethod"] is None
     assert invalid["errors"] == [
-        {"field": "vehicle.mileage", "message": "must be a whole number between 1 and 250,000 (got 0)"}
+        {
+            "field": "vehicle.mileage",
+            "message": "must be a whole number between 1 and 250,000 (got 0)",
+        }
     ]
     json.dumps(invalid)  # serializable as it is
 
