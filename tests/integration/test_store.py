@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -29,7 +30,7 @@ def store(redis_url: str) -> Iterator[LeadStore]:
 def _validated(store: LeadStore, *, partner: str = "acme", txn: str | None = None) -> str:
     lead_id = str(uuid.uuid4())
     assert store.create(lead_id, {"payload": "{}"}) is None
-    fields = {"dealerUuid": "d-1", "request": '{"leadId": "%s"}' % lead_id}
+    fields = {"dealerUuid": "d-1", "request": json.dumps({"leadId": lead_id})}
     outcome = store.commit_validated(lead_id, fields, partner=partner, transaction_id=txn)
     assert outcome.status == "validated"
     return lead_id
