@@ -7,7 +7,9 @@ Normalize (`pipeline.normalize`), validate every rule of seed 000
 - a North American VIN must pass its check digit: when another identification is
   usable the VIN is set aside with a warning, otherwise the lead is invalid;
 - enrichment: a usable VIN fills make and year when they are absent; a VIN year that
-  contradicts the given year is a warning (the given year is kept).
+  contradicts the given year is a warning (the given year is kept). A make that differs
+  from the VIN's is not flagged: manufacturer codes name the maker, not the brand (many
+  Ram trucks carry Dodge codes), so such warnings would mostly be false alarms.
 
 All errors are collected, one message per failing field, with dotted paths. Messages
 echo at most `MAX_ECHO_CHARS` characters of a value and never echo an email or a name.
