@@ -155,7 +155,8 @@ class LeadLifecycle:
             return Step(lead_id, None, state or "missing")
         payload = json.loads(payload_text or "null")
         result = validate_lead(payload, partner=partner_hint)
-        warnings = [*json.loads(warnings_text or "[]"), *result.warnings]
+        # A replayed lead is enriched again: its earlier warnings are not repeated.
+        warnings = list(dict.fromkeys([*json.loads(warnings_text or "[]"), *result.warnings]))
         fields: dict[str, str | int | float] = {
             "warnings": dumps(warnings),
             "normalized": dumps(result.normalized),

@@ -37,13 +37,27 @@ def _flatten(fields: Fields | None) -> list[str | int | float]:
     flat: list[str | int | float] = []
     for name, value in (fields or {}).items():
         if value is not None:
-            flat.extend((name, value))
+            flat.extend((name, storable(value) if isinstance(value, str) else value))
     return flat
 
 
+def storable(text: str) -> str:
+    """`text`, with any lone surrogate as a `\\udXXX` escape: JSON lets a sender escape
+    half a surrogate pair ("\\ud800"), which decodes to a str that UTF-8 (and so Redis)
+    cannot hold. In a JSON text such a character sits inside a string literal, where
+    the escape is exactly the JSON spelling of it, so `dumps` output stays valid JSON."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def dumps(value: object) -> str:
-    """Compact JSON for record fields."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Compact JSON for record fields (always encodable as UTF-8)."""
+    return storable(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +314,12 @@ class LeadStore:
     def replay_complete(self, lead_id: str) -> bool:
         k = self.keys
         reasons = [k.dead_by_reason(r) for r in DeadReason]
-        return bool(self._replay_complete(keys=[k.lead(lead_id), k.dead, *reasons], args=[lead_id]))
+        return bool(
+            self._replay_complete(
+                keys=[k.lead(lead_id), k.dead, *reasons],
+                args=[lead_id, *(r.value for r in DeadReason)],
+            )
+        )
 
     def purge(self, lead_id: str) -> str:
         """Delete a dead lead; returns `purged`, `missing` or the state that forbade it."""

@@ -228,11 +228,17 @@ return {'ok', st}
 )
 
 #: After the replay is enqueued: drop the dead-letter entries, unless the lead has
-#: died again meanwhile (then its fresh entry must stay).
-#: KEYS: lead, dlq, dlq:<reason>...; ARGV: id
+#: died again meanwhile (then its fresh entry must stay, and only the one left under
+#: a previous, different reason goes).
+#: KEYS: lead, dlq, dlq:<reason>...; ARGV: id, the reason of each dlq:<reason> key
 REPLAY_COMPLETE = """
-local st = redis.call('HGET', KEYS[1], 'state')
-if st == 'dead' then return 0 end
+local v = redis.call('HMGET', KEYS[1], 'state', 'reason')
+if v[1] == 'dead' then
+  for i = 3, #KEYS do
+    if ARGV[i - 1] ~= v[2] then redis.call('ZREM', KEYS[i], ARGV[1]) end
+  end
+  return 0
+end
 for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 """

@@ -22,6 +22,9 @@ VISIBILITY_TIMEOUT_SECONDS = 60
 #: How often kombu scans for unacked messages past their visibility timeout.
 UNACKED_RESTORE_INTERVAL_SECONDS = 10
 
+#: kombu's Redis transport with unreadable queue entries counted, not fatal.
+REDIS_TRANSPORT = "tasks.transport:LeadRedisTransport"
+
 app = Celery("leadpipe", include=["tasks.lead_tasks"])
 
 
@@ -30,8 +33,13 @@ def _configuration() -> dict[str, Any]:
     from store.connection import broker_url
 
     settings = load_settings()
+    broker = broker_url(settings)
     return {
-        "broker_url": broker_url(settings),
+        "broker_url": broker,
+        # kombu's Redis transport, made to survive a queue entry that is not a message.
+        "broker_transport": (
+            REDIS_TRANSPORT if broker.startswith(("redis://", "rediss://")) else None
+        ),
         "broker_transport_options": {
             "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_SECONDS,

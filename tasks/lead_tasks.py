@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-from celery import Task
 from celery.exceptions import Reject
 
 from store.lifecycle import Step
 from tasks.celery import app
+from tasks.consumer import usable_lead_id
 from tasks.queues import (
     DELIVER_QUEUE,
     DELIVER_TASK,
@@ -62,24 +62,42 @@ def _run(lead_id: str, stage: Callable[[], Step]) -> str:
     return step.outcome
 
 
-@app.task(name=INGEST_TASK, bind=True, Request="tasks.request:MaskedRequest")
-def ingest(
-    self: Task,
-    payload: object = None,
-    *args: object,
-    partner: object = None,
-    received_at: object = None,
-    **kwargs: Any,
-) -> str:
-    """Accept a lead from an upstream system; its message id is the lead id."""
-    lead_id = str(self.request.id)
-    ignored = tuple(f"args[{i + 1}]" for i in range(len(args))) + tuple(sorted(kwargs))
+@app.task(name=INGEST_TASK, Request="tasks.request:MaskedRequest")
+def ingest(*args: object, **kwargs: Any) -> str:
+    """Accept a lead from an upstream system; its message id is the lead id.
+
+    Takes whatever a sender put in the message (the payload positionally or as
+    `payload=`, any keyword at all: even `self`), so that no mix-up of arguments can
+    fail the task before the lead is recorded."""
+    lead_id = str(ingest.request.id)
+    if not usable_lead_id(lead_id):
+        return _unusable_id(lead_id)
+    if args:
+        payload, extra = args[0], args[1:]
+    else:
+        payload, extra = kwargs.pop("payload", None), ()
+    partner = kwargs.pop("partner", None)
+    received_at = kwargs.pop("received_at", None)
+    ignored = tuple(f"args[{i + 1}]" for i in range(len(extra))) + tuple(sorted(kwargs))
     return _run(
         lead_id,
         lambda: runtime().lifecycle.ingest(
             lead_id, payload, partner=partner, received_at=received_at, ignored=ignored
         ),
     )
+
+
+def _unusable_id(lead_id: str) -> str:
+    """A message whose id cannot name a lead (a Redis key, a header, a log line): it is
+    counted and logged, never recorded under a mangled id its sender would not know."""
+    with _requeue_when_redis_is_down("(unusable id)"):
+        runtime().store.count("messages.unreadable")
+    log.error(
+        "leads.ingest message dropped: its id (%d characters) cannot name a lead; "
+        "use 1-200 letters, digits and . _ : @ -",
+        len(lead_id),
+    )
+    return "dropped:unusable-id"
 
 
 @app.task(name=ENRICH_TASK)

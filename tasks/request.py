@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 
 MASKED_ARGS = "('<lead payload masked>',)"
@@ -21,6 +22,13 @@ class MaskedRequest(Request):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Celery checks this shape only when the task runs, after the message has
+        # left the consumer, and then drops the message; refused here, it becomes a
+        # dead letter under its id (LeadConsumer.on_invalid_task).
+        if not isinstance(self._args, list | tuple) or not isinstance(self._kwargs, dict):
+            raise InvalidTaskError("the body must be [args (a list), kwargs (an object), embed]")
+        if "self" in self._kwargs:  # Celery's call wrapper takes `self` itself
+            raise InvalidTaskError("a keyword argument named 'self' cannot be passed")
         self._argsrepr = MASKED_ARGS
         self._kwargsrepr = MASKED_KWARGS
 

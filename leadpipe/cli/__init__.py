@@ -14,6 +14,14 @@ import click
 COMMAND_MODULES = (
     "leadpipe.cli.validate",
     "leadpipe.cli.fake_mykaarma",
+    "leadpipe.cli.worker",
+    "leadpipe.cli.flower",
+    "leadpipe.cli.metrics",
+    "leadpipe.cli.demo",
+    "leadpipe.cli.submit",
+    "leadpipe.cli.status",
+    "leadpipe.cli.dlq",
+    "leadpipe.cli.stats",
 )
 
 

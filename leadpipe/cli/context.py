@@ -9,17 +9,20 @@ a command sends something, so `status` and `dlq list` stay quick.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import redis
 from kombu.exceptions import OperationalError as BrokerUnavailable
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,6 +36,8 @@ from store.records import LeadStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Reconnect attempts of one Redis command from the CLI before it reports Redis down.
+CLI_RECONNECT_ATTEMPTS = 3
 #: Seconds a queue-depth probe may take before the depth is reported as unknown.
 QUEUE_PROBE_TIMEOUT_SECONDS = 3.0
 #: Broker URL schemes whose queues are Redis lists (LLEN gives the depth).
@@ -48,7 +53,7 @@ def safe_url(url: str) -> str:
     return _PASSWORD_IN_URL.sub(r"\1***@", url)
 
 
-def fail(message: str, *, code: int = EXIT_FAILED) -> None:
+def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
     """Print `message` on standard error and exit with `code`."""
     click.echo(f"Error: {message}", err=True)
     raise SystemExit(code)
@@ -72,13 +77,20 @@ class CliContext:
     @property
     def store(self) -> LeadStore:
         if self._store is None:
-            self._store = LeadStore(redis_client(self.redis_url))
+            client = redis_client(self.redis_url)
+            # An operator waiting at a prompt wants an answer in seconds, not the
+            # worker's fifteen seconds of patience with a restarting Redis.
+            client.set_retry(Retry(ExponentialBackoff(cap=0.5, base=0.05), CLI_RECONNECT_ATTEMPTS))
+            self._store = LeadStore(client)
         return self._store
 
     @property
     def app(self) -> Any:
-        """leadpipe's Celery app, configured from the same environment (imported now)."""
-        from tasks import app
+        """leadpipe's Celery app, configured from the same environment (imported now).
+
+        Taken from `tasks.celery`, the module that holds it: a client needs neither the
+        worker's loops nor its start-up checks, which `tasks/__init__` registers."""
+        from tasks.celery import app
 
         return app
 
@@ -133,7 +145,7 @@ def _redis_queue_depths(url: str) -> dict[str, int]:
 
 
 def _amqp_queue_depths(url: str) -> dict[str, int]:
-    from kombu import Connection
+    from kombu.connection import Connection
     from kombu.exceptions import ChannelError, OperationalError
 
     from tasks.queues import ALL_QUEUES
@@ -150,10 +162,8 @@ def _amqp_queue_depths(url: str) -> dict[str, int]:
                 except ChannelError:
                     pass  # not declared yet: depth unknown, left out
                 finally:
-                    try:
+                    with contextlib.suppress(Exception):  # the broker may have closed it
                         channel.close()
-                    except Exception:  # noqa: S110 - a channel the broker closed already
-                        pass
     except (OperationalError, OSError):
         return depths
     return depths
@@ -165,7 +175,6 @@ def load_context() -> CliContext:
         return CliContext(load_settings())
     except SettingsError as exc:
         fail(f"{exc}. Fix the variable and run the command again.", code=EXIT_USAGE)
-        raise AssertionError("unreachable") from None
 
 
 def operator_command(func: F) -> F:
@@ -219,12 +228,19 @@ def print_table(
     rows: Sequence[Sequence[Cell]],
     *,
     title: str | None = None,
+    wrap: Sequence[str] = (),
 ) -> None:
-    """A rich table on a terminal; aligned plain columns when piped (no box, no colour)."""
+    """A rich table on a terminal; aligned plain columns when piped (no box, no colour).
+
+    Only the columns named in `wrap` fold onto several lines; the others (ids, times)
+    stay whole so they can be copied. Strings are shown as they are, never as markup.
+    """
     if console.is_terminal:
-        table = Table(*columns, title=title, title_justify="left")
+        table = Table(title=title, title_justify="left")
+        for name in columns:
+            table.add_column(name, no_wrap=name not in wrap, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(c if isinstance(c, Text) else Text(c) for c in row))
         console.print(table)
         return
     if title:
@@ -247,6 +263,8 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
         console=console,
         transient=True,
         disable=not console.is_terminal,
+        redirect_stdout=False,  # standard output is the command's result, never the bar's
+        redirect_stderr=False,
     )
     with progress:
         task = progress.add_task(description, total=total)

