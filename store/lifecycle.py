@@ -147,12 +147,26 @@ class LeadLifecycle:
 
     def enrich(self, lead_id: str) -> Step:
         """Normalize, validate, resolve the vehicle, route, build the myKaarma body."""
-        state, payload_text, partner_hint, warnings_text = self.store.load(
-            lead_id, "state", "payload", "partnerHint", "warnings"
+        state, payload_text, partner_hint, warnings_text, replayed = self.store.load(
+            lead_id, "state", "payload", "partnerHint", "warnings", "replayedAt"
         )
         if state != LeadState.RECEIVED:
             log.info("lead %s is %s: enrich skipped", lead_id, state or "unknown")
             return Step(lead_id, None, state or "missing")
+        step = self._enrich(lead_id, payload_text, partner_hint, warnings_text)
+        if replayed:
+            # A replay whose CLI died before dropping the dead-letter entry: drop it now
+            # (an entry under the reason the lead just died of, if it did, stays).
+            self.store.replay_complete(lead_id)
+        return step
+
+    def _enrich(
+        self,
+        lead_id: str,
+        payload_text: str | None,
+        partner_hint: str | None,
+        warnings_text: str | None,
+    ) -> Step:
         payload = json.loads(payload_text or "null")
         result = validate_lead(payload, partner=partner_hint)
         # A replayed lead is enriched again: its earlier warnings are not repeated.

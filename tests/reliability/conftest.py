@@ -16,13 +16,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from leadpipe.fake_mykaarma import FakeMyKaarma
-from leadpipe.runner import WorkerProcess, WorkerSpec
+from leadpipe.runner import WorkerProcess, WorkerSpec, default_specs
 from store.embedded import free_port, start_redis_server
 from tests.conftest import flush_owned_database
 from tests.stack import (
@@ -107,6 +108,32 @@ class ReliabilityStack(Stack):
             worker.wait_ready()
         return worker
 
+    def start_host(
+        self,
+        name: str,
+        *,
+        deliver_threads: int = 8,
+        env: Mapping[str, str] | None = None,
+        loglevel: str = "INFO",
+    ) -> list[WorkerProcess]:
+        """The processes `leadpipe worker` runs on one host (`default_specs`): one for
+        the short CPU-bound queues, one with a threads pool for delivery."""
+        workers = [
+            self.start_worker(
+                f"{name}-{spec.name}",
+                queues=spec.queues,
+                pool=spec.pool,
+                concurrency=spec.concurrency,
+                env=env,
+                loglevel=loglevel,
+                wait=False,
+            )
+            for spec in default_specs(deliver_threads)
+        ]
+        for worker in workers:
+            worker.wait_ready()
+        return workers
+
     def kill_all(self) -> None:
         """SIGKILL every worker's process group (teardown must not wait on anything)."""
         for worker in self.workers:
@@ -177,6 +204,7 @@ class ReliabilityStack(Stack):
         unknown = {lead for lead, n in stored.items() if n and lead not in self.accounted}
         assert not unknown, f"myKaarma stored leads nobody sent: {unknown}"
         self._check_indexes(ids, states, exact_counters=exact_counters)
+        posts = Counter({i: posts[i] for i in ids if posts[i]})
         return Ledger(states, reasons, stored, created, posts, stored_twice)  # type: ignore[arg-type]
 
     def _hget_all(self, ids: list[str], name: str) -> list[bytes | None]:
@@ -309,3 +337,17 @@ def module_stacks(
     """The same, shared by the tests of one module (one worker start for all of them)."""
     with _factory(redis_url, tmp_path_factory.mktemp("module")) as factory:
         yield factory
+
+
+def seconds(stamp: str) -> float:
+    """Epoch seconds of an ISO 8601 time from a record."""
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def fake_times(fake: FakeMyKaarma) -> dict[str, list[float]]:
+    """When the fake saw each lead's POSTs (arrival times, in order)."""
+    times: dict[str, list[float]] = {}
+    for rec in fake.requests:
+        lead = rec["idempotencyKey"] or rec["leadId"] or ""
+        times.setdefault(lead, []).append(rec["time"])
+    return times

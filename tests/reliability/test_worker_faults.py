@@ -1,0 +1,157 @@
+"""Workers dying, stopping and sharing queues (issue 6, cases 1, 2 and 6).
+
+Counted in the fake myKaarma's record: every lead ends in exactly one terminal state,
+and none is stored twice, except where at-least-once delivery cannot know better (a
+POST in flight when its worker was SIGKILLed), which is counted, and even then
+myKaarma creates the lead once, thanks to the Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.reliability.conftest import StackFactory, fake_times, seconds, wait_until
+from tests.stack import BEHAVIOURS, valid_payload
+
+pytestmark = pytest.mark.reliability
+
+#: Sweeper lease in these cases, seconds: how long a lead may sit untouched before a
+#: live worker enqueues it again (production: 90 s).
+LEASE = 3.0
+#: Delivery threads per worker.
+THREADS = 8
+
+
+def test_sigkill_mid_delivery_a_new_worker_takes_over_and_none_is_created_twice(
+    stacks: StackFactory,
+) -> None:
+    stack = stacks(latency_ms=200, LEADPIPE_LEASE_SECONDS=str(LEASE))
+    old = stack.start_host("doomed", deliver_threads=THREADS)
+    # Given 240 leads, 200+ of them waiting for or in delivery to a slow myKaarma
+    ids = [stack.send(valid_payload(), partner="acme") for _ in range(240)]
+
+    def mid_delivery() -> bool:
+        counts = stack.count_states(ids)
+        print(dict(counts))
+        waiting = counts["validated"] + counts["delivering"]
+        return waiting >= 200 and counts["delivered"] >= THREADS and not counts[None]
+
+    wait_until(mid_delivery, timeout=60, what="200+ leads in delivery")
+
+    # When the host's workers are SIGKILLed, each whole process group, as in a crash
+    killed_at = time.time()
+    for worker in old:
+        worker.kill()
+    at_kill = stack.states(ids)
+    in_flight = {i for i, s in at_kill.items() if s == "delivering"}
+    unfinished = {i for i, s in at_kill.items() if s != "delivered"}
+    # ... and a new worker starts
+    new = stack.start_host("successor", deliver_threads=THREADS)
+    ready_at = time.time()
+
+    # Then every lead is delivered ...
+    stack.wait_for(ids, timeout=90)
+    done_at = time.time()
+    # ... the only leads posted twice are those whose POST reached myKaarma before the
+    # kill and whose answer the dead worker never recorded (at most one per thread),
+    # and myKaarma created each of them once (the same Idempotency-Key both times)
+    seen = fake_times(stack.fake)
+    posted_before_kill = {i for i in unfinished if seen.get(i) and seen[i][0] < killed_at}
+    assert posted_before_kill <= in_flight
+    assert len(in_flight) <= THREADS
+    ledger = stack.ledger(ids, ambiguous=posted_before_kill)
+    assert ledger.count("delivered") == len(ids)
+    assert ledger.stored_twice <= posted_before_kill
+    # ... and within the contract's two minutes, by the lease rather than the 60 s
+    # visibility timeout of the messages the dead worker had reserved
+    first_taken_over = min(t for i in unfinished for t in seen[i] if t > killed_at)
+    assert done_at - killed_at < 60
+    assert all(w.process is not None and w.process.poll() is None for w in new)
+    print(
+        f"\nSIGKILL: {len(unfinished)} of {len(ids)} leads unfinished at the kill "
+        f"({len(in_flight)} mid-POST); successor ready after {ready_at - killed_at:.1f}s, "
+        f"first of the dead worker's leads posted {first_taken_over - killed_at:.1f}s "
+        f"after the kill, all delivered {done_at - killed_at:.1f}s after it; "
+        f"{ledger.summary()}"
+    )
+
+
+def test_sigterm_in_a_rolling_deploy_loses_nothing_and_forgets_no_retry(
+    stacks: StackFactory,
+) -> None:
+    retry_after = 3.0
+    behaviours = {**BEHAVIOURS, "d-ok": "slow:200", "d-429": f"retry-after:{retry_after:g}"}
+    stack = stacks(behaviours=behaviours, LEADPIPE_LEASE_SECONDS=str(LEASE))
+    old = stack.start_host("old-release", deliver_threads=THREADS)
+    # Given leads in delivery to a slow myKaarma, and leads parked in the retry
+    # schedule by a 429 with Retry-After
+    limited = [stack.send(valid_payload(), partner="ratelimited") for _ in range(30)]
+    slow = [stack.send(valid_payload(), partner="acme") for _ in range(100)]
+    retry_key = stack.store.keys.retry
+
+    def mid_flow() -> bool:
+        delivered = stack.count_states(slow)["delivered"]
+        return stack.redis.zcard(retry_key) >= len(limited) and delivered >= THREADS
+
+    wait_until(mid_flow, timeout=30, what="leads in delivery and in the retry schedule")
+
+    # When the host's workers get SIGTERM (warm shutdown) ...
+    asked_at = time.monotonic()
+    for worker in old:
+        worker.signal(signal.SIGTERM)
+    codes = [w.process.wait(timeout=60) for w in old if w.process is not None]
+    stopped_after = time.monotonic() - asked_at
+    # Then they finish what they hold and exit cleanly, handing back what they reserved
+    assert codes == [0, 0], [w.log_text()[-3000:] for w in old]
+    assert all("Warm shutdown" in w.log_text() for w in old)
+    at_stop = stack.count_states([*slow, *limited])
+    assert at_stop["delivering"] == 0, at_stop
+    assert stack.redis.hlen("unacked") == 0, "reserved messages were not handed back"
+    parked = stack.redis.zcard(retry_key)
+    assert parked > 0
+
+    # When the next release starts
+    new = stack.start_host("new-release", deliver_threads=THREADS)
+    # Then everything is delivered once, the parked retries included, each after
+    # its Retry-After
+    ledger = stack.ledger([*slow, *limited], timeout=60)
+    assert ledger.count("delivered") == len(slow) + len(limited)
+    for lead_id in limited:
+        record = stack.record(lead_id)
+        assert record is not None
+        first, second = record["attempts"]
+        assert (first["status"], second["status"]) == (429, 200)
+        assert first["delaySeconds"] >= retry_after
+        assert seconds(second["at"]) - seconds(first["at"]) >= retry_after
+    assert all(w.process is not None and w.process.poll() is None for w in new)
+    print(
+        f"\nSIGTERM: warm shutdown took {stopped_after:.1f}s (exits {codes}); at the stop "
+        f"{dict(at_stop)}, {parked} parked in the retry schedule, 0 messages left unacked; "
+        f"{ledger.summary()}"
+    )
+
+
+def test_two_workers_on_the_same_queues_never_deliver_a_lead_twice(stacks: StackFactory) -> None:
+    stack = stacks(latency_ms=20, LEADPIPE_LEASE_SECONDS=str(LEASE))
+    # Given two workers on the same queues, as two hosts would run them
+    host_a = stack.start_worker("host-a", concurrency=THREADS, wait=False)
+    host_b = stack.start_worker("host-b", concurrency=THREADS, wait=False)
+    for worker in (host_a, host_b):
+        worker.wait_ready()
+    # When 200 leads arrive, some of them retried (a flaky dealer: 503, 503, 200)
+    plain = [stack.send(valid_payload(), partner="acme") for _ in range(160)]
+    flaky = [stack.send(valid_payload(), partner="flaky") for _ in range(40)]
+    # Then each is delivered exactly once
+    ledger = stack.ledger([*plain, *flaky], timeout=60)
+    assert ledger.count("delivered") == 200
+    for lead_id in flaky:
+        record = stack.record(lead_id)
+        assert record is not None
+        assert [a["status"] for a in record["attempts"]] == [503, 503, 200]
+    # ... and both hosts did part of the work
+    shares = [w.log_text().count(" delivered (attempt") for w in (host_a, host_b)]
+    assert all(shares), shares
+    print(f"\ntwo workers: deliveries per host {shares}; {ledger.summary()}")
