@@ -98,6 +98,9 @@ class Drain:
             "seconds": span,
             "total_seconds": self.samples[-1].t - self.samples[0].t,
             "cpu_percent": {k: round(100 * (cpu_hi[k] - cpu_lo[k]) / span, 1) for k in cpu_hi},
+            "cpu_ms_per_item": {
+                k: round(1000 * (cpu_hi[k] - cpu_lo[k]) / (hi - lo), 2) for k in cpu_hi
+            },
         }
 
 

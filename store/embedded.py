@@ -16,11 +16,16 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 #: How long a fresh server may take to answer PING before we give up, seconds.
 START_TIMEOUT_SECONDS = 15.0
 PORT_FILE = "redis.port"
 LOCK_FILE = "redis.lock"
+#: One try per command: redis-py (6+) otherwise retries a refused connection for ~3 s,
+#: which made every probe of a stopped server, and every shutdown, that slow.
+_NO_RETRY = Retry(NoBackoff(), 0)
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -47,7 +52,9 @@ def free_port() -> int:
 
 def _answers(port: int, password: str | None = None) -> bool:
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1", port=port, password=password, socket_timeout=1, retry=_NO_RETRY
+        )
         try:
             return bool(client.ping())
         finally:
@@ -132,7 +139,7 @@ def stop_embedded_redis(home: Path) -> bool:
     if not embedded_redis_running(home):
         return False
     port = int(port_file.read_text().strip())
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, retry=_NO_RETRY)
     try:
         client.shutdown(nosave=False)
     except redis.ConnectionError:

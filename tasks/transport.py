@@ -8,6 +8,8 @@ entry is counted (`messages.unreadable`) and logged without its content, and the
 worker goes on consuming. It was already popped and carries no id we can trust, so
 it is dropped, as the contract says of a message without a readable id.
 
+It also survives the loss of Redis itself (see `LeadChannel.close`).
+
 Celery selects this transport for `redis://` and `rediss://` brokers (tasks/celery.py).
 """
 
@@ -26,7 +28,26 @@ log = logging.getLogger(__name__)
 
 
 class LeadChannel(kombu_redis.Channel):
-    """A Redis channel that survives an unreadable queue entry."""
+    """A Redis channel that survives an unreadable queue entry, and a lost Redis."""
+
+    def close(self) -> None:
+        """Close; when Redis is gone, leave the reserved messages where they are.
+
+        After losing Redis, Celery drops the transport (`Connection.collect`) and then
+        closes the connection, whose channel tries to hand its reserved messages back
+        through that transport: an AttributeError that stops the worker ("Unrecoverable
+        error") instead of letting it reconnect. Those messages are safe in Redis's
+        unacked set, restored after the visibility timeout, and their leads are
+        re-enqueued by the sweeper after their lease anyway."""
+        try:
+            super().close()
+        except AttributeError:
+            if self.connection is not None and self.connection.client is not None:
+                raise
+            log.warning(
+                "broker connection lost: reserved messages are left to Redis's "
+                "visibility timeout and the sweeper"
+            )
 
     def _brpop_read(self, **options: Any) -> Any:
         try:

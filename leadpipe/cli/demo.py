@@ -23,7 +23,8 @@ from rich.text import Text
 
 from config import SettingsError, load_settings
 from leadpipe.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option, print_json
-from leadpipe.demo import DemoError, DemoReport, Tracked, run_demo
+from leadpipe.demo import DemoError, run_demo
+from leadpipe.demo_samples import DemoReport, Tracked
 from store.embedded import EmbeddedRedisError
 
 #: Exit code after Ctrl+C or SIGTERM (128 + SIGINT, as shells report it).
@@ -54,20 +55,20 @@ def _progress_table(leads: list[Tracked], elapsed: float) -> Table:
     return table
 
 
-def _final_table(report: DemoReport) -> Table:
+def _final_table(report: DemoReport, terminal: bool) -> Table:
     table = Table(title="Where each lead ended", title_justify="left")
     for column in ("#", "lead", "lead id", "expected", "actual", "why", "ok"):
-        table.add_column(column, overflow="fold" if column == "why" else "ellipsis")
+        table.add_column(column, overflow="fold", no_wrap=column in ("lead id", "actual"))
     for t in report.leads:
         ok = Text("yes", "green") if t.ok else Text("NO", "bold red")
         why = t.to_json()["why"]
         table.add_row(
             str(t.number),
-            f"{t.sample.key}\n{t.sample.title}" if sys.stdout.isatty() else t.sample.key,
+            Text(t.sample.key).append(f"\n{t.sample.title}", "dim") if terminal else t.sample.key,
             t.lead_id or "-",
             t.sample.expected,
             Text(t.actual, _STYLE.get(t.state or "", "")),
-            why,
+            Text(why),
             ok,
         )
     return table
@@ -155,7 +156,7 @@ def demo(as_json: bool) -> None:
     if as_json:
         print_json(report.to_json())
     else:
-        console.print(_final_table(report))
+        console.print(_final_table(report, console.is_terminal))
         console.print(_summary(report), style="green" if report.ok else "bold red")
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 

@@ -53,9 +53,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 @click.command("flower")
 @click.option("--address", default=DEFAULT_ADDRESS, show_default=True, help="Address to bind.")
-@click.option(
-    "--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True
-)
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @json_option
 def flower(address: str, port: int, as_json: bool) -> None:
     """Run Flower (Celery's web monitor) for leadpipe's workers and queues."""
@@ -84,7 +82,9 @@ def flower(address: str, port: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"url": where, "basicAuth": auth is not None}))
     else:
-        click.echo(f"Flower on {where} ({'basic auth' if auth else 'no auth: loopback only'})", err=True)
+        click.echo(
+            f"Flower on {where} ({'basic auth' if auth else 'no auth: loopback only'})", err=True
+        )
     sys.stdout.flush()
     sys.stderr.flush()
     argv = flower_argv(address, port)

@@ -17,6 +17,7 @@ manager restarts the whole unit rather than run half a pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -63,10 +64,8 @@ class Child:
     def send(self, signum: int) -> None:
         """Signal the child's whole process group (Celery's pool lives there too)."""
         if self.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signum)
-            except ProcessLookupError:
-                pass
 
 
 @dataclass
@@ -77,6 +76,7 @@ class Supervisor:
     env: Mapping[str, str]
     children: list[Child] = field(default_factory=list)
     _signals: list[int] = field(default_factory=list)
+    failed: Child | None = None
     _forwarded: int = 0
     _wake: threading.Event = field(default_factory=threading.Event)
 
@@ -104,10 +104,26 @@ class Supervisor:
         for child in self.children:
             child.send(signum)
 
+    def _reap(self) -> None:
+        """Note children that exited; the first to exit on its own stops the others."""
+        for child in self.children:
+            if child.returncode is None and child.process.poll() is not None:
+                child.returncode = child.process.returncode
+                if self.failed is None and not self._forwarded:
+                    self.failed = child
+                    _report_exit(child)
+                    self._signals.append(signal.SIGTERM)  # stop the others
+
+    def _kill_leftovers(self) -> None:
+        """After an unexpected error: no worker may outlive the supervisor."""
+        for child in self.children:
+            if child.process.poll() is None:
+                child.send(signal.SIGKILL)
+                child.process.wait()
+
     def run(self, on_started: Callable[[list[Child]], None] | None = None) -> int:
         """Start the children and supervise them; returns the exit code."""
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        failed: Child | None = None
         try:
             self.start()
             if on_started is not None:
@@ -115,25 +131,30 @@ class Supervisor:
             while any(child.returncode is None for child in self.children):
                 while len(self._signals) > self._forwarded:
                     self._escalate()
-                for child in self.children:
-                    if child.returncode is None and child.process.poll() is not None:
-                        child.returncode = child.process.returncode
-                        if failed is None and not self._forwarded:
-                            failed = child
-                            _report_exit(child)
-                            self._signals.append(signal.SIGTERM)  # stop the others
+                self._reap()
                 self._wake.wait(SUPERVISE_POLL_SECONDS)
                 self._wake.clear()
         finally:
-            for child in self.children:  # an exception above must not leave a worker behind
-                if child.process.poll() is None:
-                    child.send(signal.SIGKILL)
-                    child.process.wait()
+            self._kill_leftovers()
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
-        if failed is not None:
-            return failed.returncode or EXIT_FAILED
-        return next((c.returncode for c in self.children if c.returncode), EXIT_OK) or EXIT_OK
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        if self.failed is not None:
+            return _exit_code(self.failed.returncode) or EXIT_FAILED
+        for child in self.children:
+            # SIGTERM is what we forwarded: a child that ended by it was stopped, not failed
+            if child.returncode and child.returncode != -signal.SIGTERM:
+                return _exit_code(child.returncode)
+        return EXIT_OK
+
+
+def _exit_code(returncode: int | None) -> int:
+    """A child's return code as an exit code (killed by signal N: 128 + N, as shells say)."""
+    if returncode is None:
+        return EXIT_FAILED
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _report_exit(child: Child) -> None:
@@ -159,8 +180,9 @@ def _announce(children: list[Child], url: str, as_json: bool) -> None:
         click.echo(json.dumps({"redis": maybe_sanitize_url(url), "workers": workers}))
         return
     running = ", ".join(
-        f"{w['name']} (pid {w['pid']}: {w['pool']} x{w['concurrency']} on {','.join(w['queues'])})"
-        for w in workers
+        f"{c.spec.name} (pid {c.process.pid}: {c.spec.pool} x{c.spec.concurrency} "
+        f"on {','.join(c.spec.queues)})"
+        for c in children
     )
     click.echo(f"leadpipe worker: Redis {maybe_sanitize_url(url)}; started {running}", err=True)
 

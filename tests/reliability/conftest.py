@@ -9,7 +9,9 @@ missing, and Redis's indexes and counters agree with the records.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import subprocess
 import time
 import uuid
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from leadpipe.fake_mykaarma import FakeMyKaarma
 from leadpipe.runner import WorkerProcess, WorkerSpec, default_specs
@@ -205,6 +208,8 @@ class ReliabilityStack(Stack):
         assert not unknown, f"myKaarma stored leads nobody sent: {unknown}"
         self._check_indexes(ids, states, exact_counters=exact_counters)
         posts = Counter({i: posts[i] for i in ids if posts[i]})
+        stored = Counter({i: stored[i] for i in ids if stored[i]})
+        created = Counter({i: created[i] for i in ids if created[i]})
         return Ledger(states, reasons, stored, created, posts, stored_twice)  # type: ignore[arg-type]
 
     def _hget_all(self, ids: list[str], name: str) -> list[bytes | None]:
@@ -351,3 +356,16 @@ def fake_times(fake: FakeMyKaarma) -> dict[str, list[float]]:
         lead = rec["idempotencyKey"] or rec["leadId"] or ""
         times.setdefault(lead, []).append(rec["time"])
     return times
+
+
+def reserved_lead_ids(client: redis.Redis, routing_key: str) -> set[str]:
+    """Lead ids of the messages kombu holds as reserved-but-unacknowledged for
+    `routing_key` (its `unacked` hash: [envelope, exchange, routing key])."""
+    ids: set[str] = set()
+    for raw in client.hvals("unacked"):
+        envelope, _exchange, key = json.loads(raw)
+        if key != routing_key:
+            continue
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        ids.add(str(args[0]))
+    return ids

@@ -1,0 +1,71 @@
+"""How big each leg is, and the clock that keeps `make bench` under ten minutes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of the legs. The defaults fit ten minutes on 2 cores; `quick()` is for the
+    smoke test."""
+
+    runs: int = 3
+    #: Leads through the pipeline before the first measurement (and the RSS baseline).
+    warmup_leads: int = 2_000
+    warmup_chains: int = 500
+    #: Chains per baseline run (the issue asks for N >= 10,000).
+    baseline_chains: int = 10_000
+    pipeline_0ms_leads: int = 6_000
+    pipeline_200ms_leads: int = 4_000
+    naive_leads: int = 50
+    #: Seconds of paced sending per latency run, at half the measured capacity.
+    latency_seconds: float = 12.0
+    #: The fake's latency for the 200 ms legs, milliseconds.
+    slow_ms: float = 200.0
+    #: Leads the pipeline workers should have handled when their RSS is read again.
+    memory_leads: int = 100_000
+    #: Leads per top-up batch of the memory leg (the budget is checked between batches).
+    memory_batch: int = 10_000
+    #: Seconds the legs may take in all; the memory leg stops early to honour it.
+    budget_seconds: float = 555.0
+    #: Longest a single drain may take before the bench gives up, seconds.
+    drain_timeout: float = 240.0
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            runs=3,
+            warmup_leads=60,
+            warmup_chains=30,
+            baseline_chains=150,
+            pipeline_0ms_leads=150,
+            pipeline_200ms_leads=100,
+            naive_leads=10,
+            latency_seconds=1.0,
+            memory_leads=600,
+            memory_batch=200,
+            budget_seconds=240.0,
+            drain_timeout=60.0,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Clock:
+    """Wall time since the bench started, against the plan's budget."""
+
+    budget: float
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def left(self) -> float:
+        return self.budget - self.elapsed

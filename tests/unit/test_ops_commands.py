@@ -1,0 +1,200 @@
+"""The parts of `worker`, `flower`, `metrics` and `demo` that need no Redis: refusals
+at start, the latency histogram, the demo's sample leads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from leadpipe.cli import main
+from leadpipe.cli.common import EXIT_USAGE
+from leadpipe.cli.flower import is_loopback
+from leadpipe.cli.worker import _exit_code, _only
+from leadpipe.demo_samples import ROUTING, Tracked, explain, samples
+from leadpipe.metrics import latency_histogram, queue_keys
+from leadpipe.runner import default_specs
+from pipeline.routing import RoutingTable, load_routing
+from pipeline.validation import validate_lead
+from store.records import LATENCY_BUCKETS, latency_bucket
+
+#: Variables a developer's shell may hold that would change what these commands do.
+UNSET: dict[str, str | None] = {
+    "LEADPIPE_FLOWER_BASIC_AUTH": None,
+    "FLOWER_BASIC_AUTH": None,
+    "LEADPIPE_REDIS_URL": "redis://127.0.0.1:1/0",  # never reached by these tests
+    "LEADPIPE_BROKER_URL": None,
+}
+
+
+def invoke(*args: str, **env: str | None) -> Any:
+    return CliRunner().invoke(main, list(args), env={**UNSET, **env})
+
+
+# -- flower -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "10.1.2.3", "flower.internal"])
+def test_flower_refuses_a_non_loopback_address_without_basic_auth(address: str) -> None:
+    result = invoke("flower", "--address", address)
+    assert result.exit_code == EXIT_USAGE
+    assert "LEADPIPE_FLOWER_BASIC_AUTH" in result.output
+
+
+def test_flower_refuses_credentials_flower_cannot_take() -> None:
+    result = invoke("flower", LEADPIPE_FLOWER_BASIC_AUTH="ops:pa,ss")
+    assert result.exit_code == EXIT_USAGE
+    assert "','" in result.output
+
+
+def test_flower_names_a_bad_basic_auth_variable() -> None:
+    result = invoke("flower", LEADPIPE_FLOWER_BASIC_AUTH="no-colon")
+    assert result.exit_code == EXIT_USAGE
+    assert "LEADPIPE_FLOWER_BASIC_AUTH" in result.output
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("example.com", False),
+    ],
+)
+def test_is_loopback(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+# -- worker -----------------------------------------------------------------------
+
+
+def test_worker_stops_at_start_on_a_bad_setting_naming_the_variable() -> None:
+    result = invoke("worker", LEADPIPE_RETRY_BASE_SECONDS="soon")
+    assert result.exit_code == EXIT_USAGE
+    assert "LEADPIPE_RETRY_BASE_SECONDS" in result.output
+
+
+def test_worker_refuses_an_unknown_queue() -> None:
+    result = invoke("worker", "--queues", "leads.ingest,leads.typo")
+    assert result.exit_code == EXIT_USAGE
+    assert "leads.typo" in result.output
+
+
+def test_a_queue_subset_keeps_each_queue_on_its_own_pool() -> None:
+    specs = _only(default_specs(16), "leads.deliver, leads.ingest")
+    assert [(s.name, list(s.queues), s.concurrency) for s in specs] == [
+        ("cpu", ["leads.ingest"], specs[0].concurrency),
+        ("io", ["leads.deliver"], 16),
+    ]
+    assert [s.name for s in _only(default_specs(16), "celery")] == ["cpu"]
+
+
+@pytest.mark.parametrize(("returncode", "exit_code"), [(0, 0), (3, 3), (-15, 143), (-9, 137)])
+def test_a_childs_return_code_becomes_a_shell_exit_code(returncode: int, exit_code: int) -> None:
+    assert _exit_code(returncode) == exit_code
+
+
+# -- metrics ----------------------------------------------------------------------
+
+
+def test_latency_histogram_is_cumulative_with_the_inf_bucket_last() -> None:
+    fields = {
+        latency_bucket(0.003): "2",  # le:0.01
+        latency_bucket(0.2): "3",  # le:0.25
+        latency_bucket(1000): "1",  # le:+Inf
+        "sum": "42.5",
+    }
+    buckets, total = latency_histogram(fields)
+    assert len(buckets) == len(LATENCY_BUCKETS) + 1
+    as_dict = dict(buckets)
+    assert as_dict["0.01"] == 2
+    assert as_dict["0.1"] == 2
+    assert as_dict["0.25"] == 5
+    assert as_dict["300.0"] == 5
+    assert buckets[-1] == ("+Inf", 6)
+    assert total == 42.5
+
+
+def test_an_empty_latency_hash_is_an_empty_histogram() -> None:
+    buckets, total = latency_histogram({})
+    assert {count for _, count in buckets} == {0}
+    assert total == 0.0
+
+
+def test_queue_keys_cover_kombus_priority_lists() -> None:
+    assert queue_keys("leads.ingest") == [
+        "leads.ingest",
+        "leads.ingest\x06\x163",
+        "leads.ingest\x06\x166",
+        "leads.ingest\x06\x169",
+    ]
+
+
+# -- demo -------------------------------------------------------------------------
+
+
+def _routing(tmp_path: Any) -> RoutingTable:
+    path = tmp_path / "routing.toml"
+    path.write_text(ROUTING)
+    return load_routing(path)
+
+
+def test_each_demo_sample_is_what_it_claims_to_be(tmp_path: Any) -> None:
+    routing = _routing(tmp_path)
+    by_key = {s.key: s for s in samples("run1")}
+    for sample in by_key.values():
+        result = validate_lead(sample.payload, partner=sample.partner)
+        assert result.valid is (sample.expect_reason != "invalid"), sample.key
+        if result.lead is not None:
+            route = routing.route(result.lead.partner, result.lead.state)
+            assert (route is None) is (sample.expect_reason == "unroutable"), sample.key
+    methods = {
+        key: validate_lead(by_key[key].payload).method
+        for key in ("vin", "make_model_year", "plate_state")
+    }
+    assert {k: str(v) for k, v in methods.items()} == {
+        "vin": "vin",
+        "make_model_year": "make_model_year",
+        "plate_state": "plate_state",
+    }
+    assert len(validate_lead(by_key["invalid"].payload).errors) >= 3  # several rules broken
+    assert by_key["duplicate"].payload["transactionId"] == by_key["vin"].payload["transactionId"]
+
+
+def test_demo_transaction_ids_are_new_on_every_run() -> None:
+    first = {s.payload["transactionId"] for s in samples("run1")}
+    second = {s.payload["transactionId"] for s in samples("run2")}
+    assert not first & second
+
+
+def test_a_lead_is_ok_only_in_its_expected_state_and_reason() -> None:
+    rejected = next(s for s in samples("r") if s.key == "rejected")
+    tracked = Tracked(1, rejected, "id-1", "dead", {"state": "dead", "reason": "rejected"})
+    assert tracked.ok
+    tracked.record = {"state": "dead", "reason": "exhausted"}
+    assert not tracked.ok
+    tracked.state = "delivered"
+    assert not tracked.ok
+
+
+def test_explain_says_why_without_customer_data() -> None:
+    record = {
+        "state": "dead",
+        "reason": "invalid",
+        "error": {"errors": [{"field": "lead.email", "message": "bad: x@y"}]},
+        "payload": {"lead": {"email": "x@y"}},
+    }
+    assert explain(record) == "1 rule broken: lead.email"
+    rejected = {
+        "state": "dead",
+        "reason": "rejected",
+        "error": {"status": 400, "mykaarma": {"code": "INVALID_REQUEST"}},
+    }
+    assert explain(rejected) == "myKaarma answered HTTP 400 INVALID_REQUEST"
