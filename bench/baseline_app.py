@@ -27,7 +27,11 @@ VISIBILITY_TIMEOUT_SECONDS = 60
 UNACKED_RESTORE_INTERVAL_SECONDS = 10
 
 #: The chain's three steps, each on the queue of the pipeline stage it stands for.
-CHAIN_STEPS = (("baseline.a", INGEST_QUEUE), ("baseline.b", ENRICH_QUEUE), ("baseline.c", DELIVER_QUEUE))
+CHAIN_STEPS = (
+    ("baseline.a", INGEST_QUEUE),
+    ("baseline.b", ENRICH_QUEUE),
+    ("baseline.c", DELIVER_QUEUE),
+)
 NAIVE_TASK = "naive.deliver"
 NAIVE_QUEUE = "naive"
 #: The naive task's POST timeout, seconds (the pipeline's default).

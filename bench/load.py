@@ -132,7 +132,9 @@ def chain_template(scratch_url: str) -> bytes:
     try:
         steps = [app.signature(name, immutable=True, queue=queue) for name, queue in CHAIN_STEPS]
         return capture_template(
-            redis.Redis.from_url(scratch_url), CHAIN_STEPS[0][1], lambda: chain(*steps).apply_async()
+            redis.Redis.from_url(scratch_url),
+            CHAIN_STEPS[0][1],
+            lambda: chain(*steps).apply_async(),
         )
     finally:
         app.close()
@@ -184,9 +186,7 @@ def _batches(total: int, size: int) -> Iterator[int]:
         total -= size
 
 
-def paced_send(
-    app: Celery, rate: float, duration: float
-) -> list[tuple[str, float]]:
+def paced_send(app: Celery, rate: float, duration: float) -> list[tuple[str, float]]:
     """Send leads at `rate` per second for `duration` seconds, on schedule (a late send
     does not shift the ones after it); returns (lead id, time sent)."""
     sent: list[tuple[str, float]] = []

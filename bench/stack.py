@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -48,6 +49,8 @@ services = [{{ code = "VSC", name = "Vehicle service contract" }}]
 REPO = Path(__file__).resolve().parent.parent
 #: `leadpipe fake-mykaarma`, run by this interpreter (no PATH lookup).
 FAKE_COMMAND = (sys.executable, "-c", "from leadpipe.cli import main; main()", "fake-mykaarma")
+#: Seconds a process may take to stop before it is killed.
+STOP_SECONDS = 20.0
 #: Seconds the fake may take to print its URL.
 FAKE_START_SECONDS = 20.0
 
@@ -114,7 +117,8 @@ class Stack:
             start_new_session=True,
         )
         assert self.fake_proc.stdout is not None
-        line = self.fake_proc.stdout.readline()  # one JSON line: {"url": ...}
+        ready, _, _ = select.select([self.fake_proc.stdout], [], [], FAKE_START_SECONDS)
+        line = self.fake_proc.stdout.readline() if ready else b""  # one line: {"url": ...}
         if not line:
             raise RuntimeError(
                 "fake-mykaarma did not start:\n" + (self.workdir / "fake.stderr").read_text()
@@ -154,48 +158,59 @@ class Stack:
         return env
 
     def start_workers(
-        self, specs: Sequence[WorkerSpec], env: Mapping[str, str], broker_url: str
+        self, wanted: Sequence[tuple[WorkerSpec, Mapping[str, str], str]]
     ) -> list[WorkerProcess]:
-        """Start workers and wait until each answers a ping (at loglevel WARNING the
-        worker does not log that it is ready)."""
-        started = [
-            WorkerProcess(spec, env, self.workdir / f"worker-{spec.name}.log", cwd=REPO).start()
-            for spec in specs
-        ]
+        """Start workers (spec, environment, broker URL) together, then wait until each
+        answers a ping: at loglevel WARNING a worker does not log that it is ready."""
+        started = []
+        for spec, env, _ in wanted:
+            log = self.workdir / f"worker-{spec.name}.log"
+            started.append(WorkerProcess(spec, env, log, cwd=REPO).start())
         self.workers.extend(started)
-        control = Celery("bench-control", broker=broker_url, set_as_current=False)
-        try:
-            for worker in started:
+        for worker, (_, _, broker_url) in zip(started, wanted, strict=True):
+            control = Celery("bench-control", broker=broker_url, set_as_current=False)
+            try:
                 _wait_for_ping(control, worker)
-        finally:
-            control.close()
+            finally:
+                control.close()
         return started
-
-    def stop_workers(self, workers: Sequence[WorkerProcess]) -> None:
-        for worker in workers:
-            worker.stop(timeout=20)
-            self.workers.remove(worker)
 
     # -- the end --------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop everything this stack started: workers, the fake, Redis; remove files."""
-        for worker in list(self.workers):
-            worker.stop(timeout=20)
+        """Stop everything this stack started: workers (warm shutdown, all at once, then
+        SIGKILL for any that hang), the fake, Redis; then remove the files."""
+        for worker in self.workers:
+            worker.signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.stop(timeout=STOP_SECONDS)
         self.workers.clear()
         for proc in (self.fake_proc, self.redis_proc):
             if proc is None or proc.poll() is not None:
                 continue
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(timeout=10)
+                proc.wait(timeout=STOP_SECONDS)
         if self.fake_proc is not None and self.fake_proc.stdout is not None:
             self.fake_proc.stdout.close()
         self.fake_proc = self.redis_proc = None
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        """Every process this stack runs now (to check none is left behind)."""
+        roots = [w.pid for w in self.workers if w.process is not None]
+        roots += [p.pid for p in (self.fake_proc, self.redis_proc) if p is not None]
+        found = []
+        for pid in roots:
+            try:
+                proc = psutil.Process(pid)
+                found += [pid, *(c.pid for c in proc.children(recursive=True))]
+            except psutil.Error:
+                continue
+        return found
 
     # -- what to watch --------------------------------------------------------------
 
@@ -226,11 +241,3 @@ def _wait_for_ping(control: Celery, worker: WorkerProcess) -> None:
         if control.control.ping(destination=[hostname], timeout=0.5):
             return
     raise TimeoutError(f"worker {hostname} did not answer a ping in {READY_TIMEOUT_SECONDS}s")
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         env_prefix="",
         extra="ignore",
         populate_by_name=True,
+        # Exact names only: with populate_by_name, a case-insensitive lookup also read
+        # each field's own name from the environment ($HOME became LEADPIPE_HOME, a stray
+        # REDIS_URL would have become LEADPIPE_REDIS_URL).
+        case_sensitive=True,
         frozen=True,
     )
 

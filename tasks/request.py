@@ -8,6 +8,7 @@ This Request masks all of them, so no PII reaches events, Flower or logs.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.exceptions import InvalidTaskError
@@ -31,9 +32,34 @@ class MaskedRequest(Request):
             raise InvalidTaskError("a keyword argument named 'self' cannot be passed")
         self._argsrepr = MASKED_ARGS
         self._kwargsrepr = MASKED_KWARGS
+        # What the sender put in the headers travels on to the task's trace, where
+        # Celery logs it with each result (`extra={"data": ...}`, for log handlers
+        # that print structured records).
+        self._request_dict["argsrepr"] = MASKED_ARGS
+        self._request_dict["kwargsrepr"] = MASKED_KWARGS
 
     def info(self, safe: bool = False) -> dict[str, Any]:
         details: dict[str, Any] = super().info(safe=True)
         details["args"] = MASKED_ARGS
         details["kwargs"] = MASKED_KWARGS
         return details
+
+
+class MaskPoolArguments(logging.Filter):
+    """Masks the arguments of Celery's "TaskPool: Apply" line.
+
+    At DEBUG, Celery's pool logs every task it starts with its raw arguments: the
+    message headers and body, which for `leads.ingest` is the customer's payload. The
+    line is kept (it shows the pool at work); its arguments are not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("TaskPool: Apply"):
+            target = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "TaskPool: Apply %s (arguments masked)", (target,)
+        return True
+
+
+#: Celery's pool logger ("celery.pool"); the filter is installed when a worker imports
+#: `tasks`, before any task runs.
+POOL_LOGGER = "celery.pool"
+logging.getLogger(POOL_LOGGER).addFilter(MaskPoolArguments())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import signal
 import subprocess
 import time
 import uuid
@@ -42,6 +43,8 @@ from tests.stack import (
 
 #: Poll interval of every wait in this suite, seconds.
 POLL_SECONDS = 0.02
+#: How long teardown lets the workers shut down warm before killing them, seconds.
+STOP_SECONDS = 10.0
 
 
 def wait_until(
@@ -303,6 +306,16 @@ class StackFactory:
         return proc, directory, port
 
     def close(self) -> None:
+        """Warm-stop every worker (so a shared broker gets its messages back), then
+        SIGKILL every process group, whatever state it is in."""
+        workers = [w for stack in self.stacks for w in stack.workers]
+        for worker in workers:
+            worker.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        for worker in workers:
+            if worker.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
         for stack in self.stacks:
             stack.kill_all()
         for stack in self.stacks:

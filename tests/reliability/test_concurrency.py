@@ -96,8 +96,9 @@ def test_a_dead_letter_replay_run_twice_at_once_delivers_each_lead_once(
         thread.join(timeout=60)
     stack.wait_for(by_threads, timeout=30)
     # ... and two `leadpipe dlq replay --all` processes run at once on the other ten
+    # (paced, so that the two runs overlap however their start-ups differ)
     env = {**os.environ, **stack.env}
-    command = [LEADPIPE, "dlq", "replay", "--all", "--json"]
+    command = [LEADPIPE, "dlq", "replay", "--all", "--rate", "5", "--json"]
     runs = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)

@@ -164,3 +164,42 @@ def test_two_workers_on_the_same_queues_never_deliver_a_lead_twice(stacks: Stack
     shares = [w.log_text().count(" delivered (attempt") for w in (host_a, host_b)]
     assert all(shares), shares
     print(f"\ntwo workers: deliveries per host {shares}; {ledger.summary()}")
+
+
+def test_sigkill_with_ingest_messages_reserved_they_are_taken_over_within_two_minutes(
+    stacks: StackFactory,
+) -> None:
+    stack = stacks(latency_ms=50, LEADPIPE_LEASE_SECONDS=str(LEASE))
+    old = stack.start_host("doomed", deliver_threads=THREADS)
+    # Given leads arriving faster than the host ingests them, so that its ingest worker
+    # holds a full prefetch of messages it has not recorded yet
+    ids = [stack.send(valid_payload(), partner="acme") for _ in range(400)]
+
+    def reserved_unrecorded() -> set[str]:
+        reserved = reserved_lead_ids(stack.redis, "leads.ingest")
+        states = stack.states(reserved)
+        return {i for i in reserved if states[i] is None}
+
+    wait_until(lambda: len(reserved_unrecorded()) >= 4, timeout=30, what="reserved ingests")
+    # When the host dies (both workers' process groups SIGKILLed)
+    killed_at = time.time()
+    for worker in old:
+        worker.kill()
+    orphans = reserved_unrecorded()  # only a live worker's ack or the broker frees them
+    assert orphans
+    stack.start_host("successor", deliver_threads=THREADS)
+
+    # Then they come back through Redis's visibility timeout (60 s, scanned every 10 s):
+    # nothing else knows of a lead whose message was never recorded
+    ledger = stack.ledger(ids, timeout=115)
+    done_at = time.time()
+    recorded_after = [stack.record(i)["createdAt"] for i in orphans]  # type: ignore[index]
+    takeover = max(seconds(t) for t in recorded_after) - killed_at
+    assert ledger.count("delivered") == len(ids)
+    assert done_at - killed_at < 120, "the contract's two minutes"
+    print(
+        f"\nSIGKILL with {len(orphans)} ingest messages reserved and unrecorded: recorded "
+        f"again {min(seconds(t) for t in recorded_after) - killed_at:.0f}-{takeover:.0f}s "
+        f"after the kill (visibility timeout 60 s + restore scan); all {len(ids)} delivered "
+        f"{done_at - killed_at:.0f}s after it; {ledger.summary()}"
+    )

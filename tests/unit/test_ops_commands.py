@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from config.settings import DEFAULT_HOME, load_settings
 from leadpipe.cli import main
 from leadpipe.cli.common import EXIT_USAGE
 from leadpipe.cli.flower import is_loopback
@@ -198,3 +199,24 @@ def test_explain_says_why_without_customer_data() -> None:
         "error": {"status": 400, "mykaarma": {"code": "INVALID_REQUEST"}},
     }
     assert explain(rejected) == "myKaarma answered HTTP 400 INVALID_REQUEST"
+
+
+# -- settings (a regression found while building the demo) --------------------------
+
+
+def test_only_the_contract_names_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # $HOME must not become LEADPIPE_HOME (the embedded Redis wrote its files into the
+    # user's home directory), nor a stray REDIS_URL the pipeline's Redis
+    for name in ("LEADPIPE_HOME", "LEADPIPE_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/home/someone")
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
+    monkeypatch.setenv("ROUTING_FILE", "/etc/other.toml")
+    settings = load_settings()
+    assert settings.home == DEFAULT_HOME
+    assert settings.redis_url is None
+    assert settings.routing_file is None
+    monkeypatch.setenv("LEADPIPE_HOME", "/srv/leadpipe")
+    assert str(load_settings().home) == "/srv/leadpipe"
