@@ -131,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, memory_leads=args.memory_leads)
     if args.budget:
         plan = replace(plan, budget_seconds=args.budget)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _stop)
+    previous = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     started = time.monotonic()
     try:
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Stopped, KeyboardInterrupt) as exc:
         _say(f"bench stopped ({type(exc).__name__} {exc}); every process it started is stopped")
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text, markdown = render(results)

@@ -103,11 +103,15 @@ class MessageCloner:
         return outer.replace(b"@BODY@", body, 1)
 
 
-def capture_template(client: redis.Redis, queue: str, send: Callable[[], None]) -> bytes:
+def capture_template(url: str, queue: str, send: Callable[[], None]) -> bytes:
     """What `send()` puts on `queue`, taken back off it (run on a scratch database)."""
-    client.delete(queue)
-    send()
-    raw = client.rpop(queue)
+    client = redis.Redis.from_url(url)
+    try:
+        client.delete(queue)
+        send()
+        raw = client.rpop(queue)
+    finally:
+        client.close()
     if raw is None:
         raise RuntimeError(f"no message appeared on {queue}")
     return bytes(raw)
@@ -117,7 +121,7 @@ def pipeline_template(scratch_url: str) -> bytes:
     app = upstream(scratch_url)
     try:
         return capture_template(
-            redis.Redis.from_url(scratch_url),
+            scratch_url,
             INGEST_QUEUE,
             lambda: app.send_task(
                 INGEST_TASK, args=[lead_payload()], kwargs={"partner": "bench"}, queue=INGEST_QUEUE
@@ -132,7 +136,7 @@ def chain_template(scratch_url: str) -> bytes:
     try:
         steps = [app.signature(name, immutable=True, queue=queue) for name, queue in CHAIN_STEPS]
         return capture_template(
-            redis.Redis.from_url(scratch_url),
+            scratch_url,
             CHAIN_STEPS[0][1],
             lambda: chain(*steps).apply_async(),
         )
@@ -144,7 +148,7 @@ def naive_template(scratch_url: str, url: str, body: dict[str, Any], auth: list[
     app = make_baseline_app(scratch_url)
     try:
         return capture_template(
-            redis.Redis.from_url(scratch_url),
+            scratch_url,
             NAIVE_QUEUE,
             lambda: app.send_task(NAIVE_TASK, args=[url, body, auth], queue=NAIVE_QUEUE),
         )

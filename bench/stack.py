@@ -77,6 +77,7 @@ class Stack:
     fake_proc: subprocess.Popen[bytes] | None = None
     fake_url: str = ""
     workers: list[WorkerProcess] = field(default_factory=list)
+    clients: dict[int, redis.Redis] = field(default_factory=dict)
 
     def __enter__(self) -> Stack:
         return self
@@ -98,7 +99,10 @@ class Stack:
         return f"redis://127.0.0.1:{self.redis_port}/{db}"
 
     def redis(self, db: int) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url(db))
+        """The bench's own client of database `db` (closed by `close()`)."""
+        if db not in self.clients:
+            self.clients[db] = redis.Redis.from_url(self.redis_url(db))
+        return self.clients[db]
 
     # -- the fake myKaarma ----------------------------------------------------------
 
@@ -108,14 +112,15 @@ class Stack:
             *FAKE_COMMAND, "--port", "0", "--json", "--latency-ms", str(latency_ms),
         ]  # fmt: skip
         env = {**os.environ, "MYKAARMA_USERNAME": USERNAME, "MYKAARMA_PASSWORD": PASSWORD}
-        self.fake_proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=open(self.workdir / "fake.stderr", "ab"),  # noqa: SIM115
-            start_new_session=True,
-        )
+        with open(self.workdir / "fake.stderr", "ab") as stderr:
+            self.fake_proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
         assert self.fake_proc.stdout is not None
         ready, _, _ = select.select([self.fake_proc.stdout], [], [], FAKE_START_SECONDS)
         line = self.fake_proc.stdout.readline() if ready else b""  # one line: {"url": ...}
@@ -185,6 +190,9 @@ class Stack:
         for worker in self.workers:
             worker.stop(timeout=STOP_SECONDS)
         self.workers.clear()
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
         for proc in (self.fake_proc, self.redis_proc):
             if proc is None or proc.poll() is not None:
                 continue

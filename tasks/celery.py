@@ -25,7 +25,9 @@ UNACKED_RESTORE_INTERVAL_SECONDS = 10
 #: kombu's Redis transport with unreadable queue entries counted, not fatal.
 REDIS_TRANSPORT = "tasks.transport:LeadRedisTransport"
 
-app = Celery("leadpipe", include=["tasks.lead_tasks"])
+# `include` is imported before the worker blueprint is built and before `worker_init`,
+# so the loops step and the start-up check register even with `celery -A tasks.celery`.
+app = Celery("leadpipe", include=["tasks.lead_tasks", "tasks.loops"])
 
 
 def _configuration() -> dict[str, Any]:

@@ -78,6 +78,11 @@ class LeadLoops(bootsteps.StartStopStep):
         lifecycle = runtime().lifecycle
         sweep_every = min(30.0, max(0.2, lifecycle.lease_seconds / SWEEPS_PER_LEASE))
         next_sweep = time.monotonic() + random.uniform(0, sweep_every)
+        log.info(
+            "leadpipe loops started: retries polled every %.2fs, sweep every %.1fs",
+            RETRY_POLL_SECONDS,
+            sweep_every,
+        )
         while not self._stop.wait(RETRY_POLL_SECONDS):
             try:
                 for step in lifecycle.release_due_retries():

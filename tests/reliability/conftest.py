@@ -373,12 +373,15 @@ def fake_times(fake: FakeMyKaarma) -> dict[str, list[float]]:
 
 def reserved_lead_ids(client: redis.Redis, routing_key: str) -> set[str]:
     """Lead ids of the messages kombu holds as reserved-but-unacknowledged for
-    `routing_key` (its `unacked` hash: [envelope, exchange, routing key])."""
+    `routing_key` (its `unacked` hash: [envelope, exchange, routing key]). An ingest
+    message's id is the lead id; later stages carry the lead id as their argument."""
     ids: set[str] = set()
     for raw in client.hvals("unacked"):
         envelope, _exchange, key = json.loads(raw)
         if key != routing_key:
             continue
-        args = json.loads(base64.b64decode(envelope["body"]))[0]
-        ids.add(str(args[0]))
+        if routing_key == "leads.ingest":
+            ids.add(str(envelope["headers"]["id"]))
+        else:
+            ids.add(str(json.loads(base64.b64decode(envelope["body"]))[0][0]))
     return ids

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 import ssl
@@ -101,10 +102,8 @@ def _readable(raw: bytes) -> str:
     envelopes = [entry, entry[0]] if isinstance(entry, list) and entry else [entry]
     for envelope in envelopes:
         if isinstance(envelope, dict) and isinstance(envelope.get("body"), str):
-            try:
+            with contextlib.suppress(binascii.Error, ValueError):
                 text += base64.b64decode(envelope["body"]).decode("utf-8", errors="replace")
-            except (binascii.Error, ValueError):
-                pass
     return text
 
 

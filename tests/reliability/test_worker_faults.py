@@ -8,6 +8,7 @@ myKaarma creates the lead once, thanks to the Idempotency-Key.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -178,6 +179,7 @@ def test_sigkill_with_ingest_messages_reserved_they_are_taken_over_within_two_mi
     def reserved_unrecorded() -> set[str]:
         reserved = reserved_lead_ids(stack.redis, "leads.ingest")
         states = stack.states(reserved)
+        print("DBG", len(reserved), stack.redis.hlen("unacked"), stack.redis.llen("leads.ingest"), [json.loads(v)[2] for v in stack.redis.hvals("unacked")][:3])
         return {i for i in reserved if states[i] is None}
 
     wait_until(lambda: len(reserved_unrecorded()) >= 4, timeout=30, what="reserved ingests")
