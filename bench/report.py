@@ -62,17 +62,22 @@ def limit(
     consumers: Mapping[str, str],
     *,
     slots_bound: float | None = None,
+    slots_queue: str = "",
     rate: float | None = None,
     slots_text: str = "",
 ) -> str:
-    """What limited one leg, from the CPU of each process and where the backlog sat."""
-    if slots_bound is not None and rate is not None and rate >= 0.8 * slots_bound:
-        return slots_text
-    workers = {k: v for k, v in cpu.items() if k.startswith("worker:")}
-    hot = [k for k, v in workers.items() if v >= SATURATED_PERCENT]
+    """What limited one leg, from the CPU of each process and where the backlog sat.
+
+    `slots_bound` is the most a stage can do when every task waits (slots / latency):
+    it is the limit when the backlog sits on that stage's queue and the rate is near it."""
     stage = (
         max(backlog, key=lambda q: backlog[q]) if backlog and max(backlog.values()) > 0 else None
     )
+    near_bound = slots_bound is not None and rate is not None and rate >= 0.8 * slots_bound
+    if near_bound and stage == slots_queue:
+        return slots_text
+    workers = {k: v for k, v in cpu.items() if k.startswith("worker:")}
+    hot = [k for k, v in workers.items() if v >= SATURATED_PERCENT]
     worker = consumers.get(stage or "", "")
     if hot:
         return f"CPU of {hot[0]} ({workers[hot[0]]:.0f}% of a core)"

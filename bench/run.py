@@ -216,12 +216,12 @@ class BenchRun:
             "baseline_chain": self._figure("baseline", baseline_consumers),
             "pipeline_0ms": self._figure("p0", pipeline_consumers),
             "pipeline_200ms": self._figure(
-                "p200", pipeline_consumers, slots_bound=slots,
+                "p200", pipeline_consumers, slots_bound=slots, slots_queue="leads.deliver",
                 slots_text=f"delivery slots: {DELIVER_CONCURRENCY} threads / {plan.slow_ms:g} ms "
                 f"= {slots:.0f} leads/s",
             ),
             "naive_200ms": self._figure(
-                "naive", {NAIVE_QUEUE: "naive"}, slots_bound=naive_slots,
+                "naive", {NAIVE_QUEUE: "naive"}, slots_bound=naive_slots, slots_queue=NAIVE_QUEUE,
                 slots_text=f"prefork slots: {os.cpu_count()} processes / {plan.slow_ms:g} ms "
                 f"= {naive_slots:.0f} leads/s",
             ),

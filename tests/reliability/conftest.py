@@ -47,6 +47,11 @@ POLL_SECONDS = 0.02
 STOP_SECONDS = 10.0
 
 
+def text(value: Any) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def wait_until(
     predicate: Callable[[], Any], *, timeout: float, what: str, every: float = POLL_SECONDS
 ) -> Any:
@@ -93,7 +98,7 @@ class ReliabilityStack(Stack):
         #: Every lead id a ledger has checked on this stack.
         self.accounted: set[str] = set()
 
-    def start_worker(  # type: ignore[override]
+    def start_worker(
         self,
         name: str = "w1",
         *,
@@ -227,30 +232,32 @@ class ReliabilityStack(Stack):
         """Nothing left in flight; the dead-letter index and the state counters agree
         with the records (one terminal state each, counted once)."""
         k = self.store.keys
-        active = {m.decode() for m in self.redis.zrange(k.active, 0, -1)}
-        retry = {m.decode() for m in self.redis.zrange(k.retry, 0, -1)}
-        dead = {m.decode() for m in self.redis.zrange(k.dead, 0, -1)}
+        active, retry, dead = (self.members(key) for key in (k.active, k.retry, k.dead))
         assert not active & set(ids), f"terminal leads still active: {active & set(ids)}"
         assert not retry & set(ids), f"terminal leads still scheduled: {retry & set(ids)}"
         dead_ids = {i for i in ids if states[i] == "dead"}
         assert dead_ids <= dead, f"dead leads missing from the dead letters: {dead_ids - dead}"
         assert not (dead & set(ids)) - dead_ids, "live leads listed as dead letters"
         if exact_counters:
-            raw = self.redis.hgetall(k.state_counts)
-            counts = {key.decode(): int(v) for key, v in raw.items() if int(v)}
+            raw: dict[Any, Any] = dict(self.redis.hgetall(k.state_counts))
+            counts = {text(key): int(v) for key, v in raw.items() if int(v)}
             assert counts == self.tally(), counts
+
+    def members(self, key: str) -> set[str]:
+        """The members of a sorted set, as text."""
+        return {text(m) for m in list(self.redis.zrange(key, 0, -1))}
 
     def tally(self) -> dict[str, int]:
         """Leads per state, counted over every record in this stack's database."""
         keys = [
             key
             for key in self.redis.scan_iter(match=f"{self.store.keys.lead_prefix}*", count=1000)
-            if not key.endswith((b":attempts", b":history"))
+            if not text(key).endswith((":attempts", ":history"))
         ]
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hget(key, "state")
-        return dict(Counter(s.decode() for s in pipe.execute() if s))
+        return dict(Counter(text(s) for s in pipe.execute() if s))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from config import load_settings
 from pipeline.client import MyKaarmaClient, TransientFailure
 from pipeline.vin import check_digit
 from tasks.runtime import Runtime
-from tests.reliability.conftest import ReliabilityStack, StackFactory, wait_until
+from tests.reliability.conftest import ReliabilityStack, StackFactory, text, wait_until
 from tests.stack import USERNAME, valid_payload
 
 pytestmark = pytest.mark.reliability
@@ -92,19 +92,20 @@ class Canary:
         )
 
 
-def _readable(raw: bytes) -> str:
+def _readable(raw: Any) -> str:
     """A broker entry as text, with a kombu envelope's base64 body decoded too."""
-    text = raw.decode("utf-8", errors="replace")
+    readable = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
     try:
-        entry = json.loads(text)
+        entry = json.loads(readable)
     except ValueError:
-        return text
+        return readable
     envelopes = [entry, entry[0]] if isinstance(entry, list) and entry else [entry]
     for envelope in envelopes:
         if isinstance(envelope, dict) and isinstance(envelope.get("body"), str):
             with contextlib.suppress(binascii.Error, ValueError):
-                text += base64.b64decode(envelope["body"]).decode("utf-8", errors="replace")
-    return text
+                body = base64.b64decode(envelope["body"])
+                readable += body.decode("utf-8", errors="replace")
+    return readable
 
 
 def _broker_leaks(client: redis.Redis, canary: Canary) -> dict[str, list[str]]:
@@ -112,18 +113,21 @@ def _broker_leaks(client: redis.Redis, canary: Canary) -> dict[str, list[str]]:
     design) and the upstream's own ingest messages (which carry it by definition)."""
     leaks: dict[str, list[str]] = {}
     for key in client.scan_iter(count=1000):
-        name = key.decode()
+        name = text(key)
         if name.startswith("leadpipe:lead:") or name == "leads.ingest":
             continue
-        kind = client.type(key).decode()
+        kind = text(client.type(key))
+        values: list[Any]
         if kind == "list":
-            values = client.lrange(key, 0, -1)
+            values = list(client.lrange(key, 0, -1))
         elif kind == "hash":
-            values = [
-                v for v in client.hvals(key) if b'"leads.ingest"' not in v or name != "unacked"
-            ]
-        elif kind in ("set", "zset"):
-            values = list(client.smembers(key) if kind == "set" else client.zrange(key, 0, -1))
+            values = list(client.hvals(key))
+            if name == "unacked":  # [envelope, exchange, routing key]
+                values = [v for v in values if json.loads(v)[2] != "leads.ingest"]
+        elif kind == "set":
+            values = list(client.smembers(key))
+        elif kind == "zset":
+            values = list(client.zrange(key, 0, -1))
         else:
             values = [client.get(key) or b""]
         found = sorted({hit for value in values for hit in canary.find(_readable(value))})
@@ -162,22 +166,21 @@ def test_a_pii_canary_leaks_nowhere_at_debug_level_with_a_password_protected_red
 
     # When each stage runs in its own DEBUG worker, with the next stage's messages
     # left waiting on the broker to be inspected
-    stage = {"loglevel": "DEBUG"}
-    ingest = stack.start_worker("ingest", queues=("leads.ingest", "celery"), **stage)
+    ingest = stack.start_worker("ingest", queues=("leads.ingest", "celery"), loglevel="DEBUG")
     wait_until(
         lambda: _queue_length(stack, "leads.enrich") == len(ids),
         timeout=30,
         what="every lead ingested",
     )
     after_ingest = _broker_leaks(stack.redis, canary)
-    enrich = stack.start_worker("enrich", queues=("leads.enrich",), **stage)
+    enrich = stack.start_worker("enrich", queues=("leads.enrich",), loglevel="DEBUG")
     wait_until(
         lambda: _queue_length(stack, "leads.deliver") == len(valid) + 1,
         timeout=30,
         what="every valid lead enriched",
     )
     after_enrich = _broker_leaks(stack.redis, canary)
-    deliver = stack.start_worker("deliver", queues=("leads.deliver",), **stage)
+    deliver = stack.start_worker("deliver", queues=("leads.deliver",), loglevel="DEBUG")
     ledger = stack.ledger(ids, timeout=30)
     assert [ledger.states[i] for i in valid] == ["delivered"] * len(valid)
     assert (ledger.states[invalid], ledger.reasons[invalid]) == ("dead", "invalid")

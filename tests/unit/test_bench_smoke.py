@@ -90,8 +90,16 @@ def test_limit_names_the_resource(cpu: dict, backlog: dict, expected: str) -> No
 
 
 def test_slot_bound_wins_when_reached() -> None:
-    text = report.limit({"machine": 50.0}, {}, {}, slots_bound=10, rate=9.5, slots_text="slots")
+    text = report.limit(
+        {"machine": 50.0}, {"q": 9.0}, {}, slots_bound=10, slots_queue="q", rate=9.5,
+        slots_text="slots",
+    )  # fmt: skip
     assert text == "slots"
+    elsewhere = report.limit(
+        {"machine": 50.0, "worker:cpu": 60.0}, {"q": 0.0, "r": 9.0}, {"r": "cpu"},
+        slots_bound=10, slots_queue="q", rate=9.5, slots_text="slots",
+    )  # fmt: skip
+    assert "cpu worker" in elsewhere
 
 
 def test_baseline_mirrors_the_pipeline_broker_settings() -> None:
