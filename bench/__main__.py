@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -29,6 +30,8 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import psutil
 
 from bench import report
 from bench.plan import Clock, Plan
@@ -56,32 +59,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3)")
     parser.add_argument("--memory-leads", type=int, help="leads before RSS is read again")
     parser.add_argument("--budget", type=float, help="seconds the legs may take in all")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the memory leg, all the way to --memory-leads (writes memory.json)",
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="directory for results.*")
     return parser.parse_args(argv)
 
 
-def run(plan: Plan) -> dict[str, Any]:
+def run(plan: Plan, *, memory_only: bool = False) -> dict[str, Any]:
     """All legs on a fresh stack; every process is stopped before this returns."""
     clock = Clock(plan.budget_seconds)
     with Stack() as stack:
         bench = BenchRun(plan, stack, clock, _say)
         bench.start()
-        bench.warm_up()
-        bench.throughput()
-        bench.latency()
-        bench.slow()
+        bench.warm_up(fit=not memory_only)
+        if not memory_only:
+            bench.throughput()
+            bench.latency()
+            bench.slow()
         bench.memory()
-    results = bench.results()
+    results: dict[str, Any]
+    if memory_only:
+        results = {"memory": bench.memory_figures(), "machine": bench.machine}
+        results["plan"] = plan.as_dict()
+    else:
+        results = bench.results()
     results["leftover_processes"] = [pid for pid in bench.pids if _alive(pid)]
     results["wall_seconds"] = round(clock.elapsed, 1)
     return results
 
 
 def _alive(pid: int) -> bool:
-    import psutil
-
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -122,8 +134,17 @@ def render(results: dict[str, Any]) -> tuple[str, str]:
     return text, markdown
 
 
+def _defaults_only() -> None:
+    """The bench measures the shipped defaults: leadpipe's own variables in this shell
+    (a LEADPIPE_DELIVER_CONCURRENCY, say) would reach its workers otherwise."""
+    for name in [n for n in os.environ if n.startswith(("LEADPIPE_", "MYKAARMA_"))]:
+        _say(f"ignoring {name} from the environment: the bench runs the defaults")
+        del os.environ[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _defaults_only()
     plan = Plan.quick() if args.quick else Plan()
     if args.runs:
         plan = replace(plan, runs=args.runs)
@@ -139,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     started = time.monotonic()
     try:
-        results = run(plan)
+        results = run(plan, memory_only=args.memory_only)
     except (Stopped, KeyboardInterrupt) as exc:
         _say(f"bench stopped ({type(exc).__name__} {exc}); every process it started is stopped")
         return 130
@@ -147,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.memory_only:
+        (args.out / "memory.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["memory"], indent=2))
+        return 0
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text, markdown = render(results)
     (args.out / "results.md").write_text(markdown + "\n")

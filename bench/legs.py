@@ -8,7 +8,6 @@ legs count messages no longer queued nor held unacknowledged.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -19,13 +18,13 @@ import redis
 
 from bench import load, measure
 from bench.baseline_app import CHAIN_STEPS, NAIVE_QUEUE
-from bench.stack import Stack
+from bench.stack import PASSWORD, USERNAME, Stack
 from leadpipe.runner import WorkerProcess
 from store.keys import Keys
 
-log = logging.getLogger("bench")
-
 PIPELINE_QUEUES = ("leads.ingest", "leads.enrich", "leads.deliver")
+#: The database where template messages are captured (never consumed).
+SCRATCH_DB = 15
 #: How often queue depths are sampled to see which stage holds the backlog, seconds.
 DEPTH_SECONDS = 0.5
 
@@ -51,10 +50,8 @@ class Target:
             progress = measure.delivered_counter(self.client)
         else:
             progress = measure.drained_counter(self.client, self.queues, n)
-        depths = _DepthWatcher(self.client, self.queues or PIPELINE_QUEUES)
+        depths = _DepthWatcher(self.client, self.queues)
         staged.release()
-        if not self.counts_delivered:
-            progress = measure.drained_counter(self.client, self.queues, n)
         depths.start()
         try:
             drained = measure.drain(
@@ -182,14 +179,8 @@ def pipeline_target(stack: Stack, workers: list[WorkerProcess], db: int) -> Targ
 def naive_target(
     stack: Stack, workers: list[WorkerProcess], db: int, request: dict[str, Any], dealer: str
 ) -> Target:
-    from bench.stack import PASSWORD, USERNAME
-
     url = f"{stack.fake_url}/leads/v2/dealer/{dealer}"
     template = load.naive_template(stack.redis_url(SCRATCH_DB), url, request, [USERNAME, PASSWORD])
     return Target(
         "naive", stack, workers, stack.redis(db), NAIVE_QUEUE, template, queues=[NAIVE_QUEUE]
     )
-
-
-#: The database where template messages are captured (never consumed).
-SCRATCH_DB = 15

@@ -112,9 +112,9 @@ def capture_template(url: str, queue: str, send: Callable[[], None]) -> bytes:
         raw = client.rpop(queue)
     finally:
         client.close()
-    if raw is None:
+    if not isinstance(raw, bytes):
         raise RuntimeError(f"no message appeared on {queue}")
-    return bytes(raw)
+    return raw
 
 
 def pipeline_template(scratch_url: str) -> bytes:

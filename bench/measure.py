@@ -27,8 +27,9 @@ Groups = Mapping[str, Sequence[psutil.Process]]
 def cpu_seconds(groups: Groups) -> dict[str, float]:
     """User+system CPU seconds so far of each group (a vanished process counts 0), and
     of the whole machine (`machine`: every core's non-idle time)."""
-    machine = psutil.cpu_times()
-    out: dict[str, float] = {"machine": sum(machine) - machine.idle - machine.iowait}
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    out: dict[str, float] = {"machine": busy + getattr(t, "steal", 0.0)}
     for name, procs in groups.items():
         total = 0.0
         for proc in procs:

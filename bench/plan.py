@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+#: Seconds each drain spends outside its steady part (staging, ramp-up, the tail).
+DRAIN_OVERHEAD_SECONDS = 2.0
+#: Smallest pipeline batch `fit` shrinks a leg to.
+MIN_LEADS = 2_000
+MIN_LATENCY_SECONDS = 6.0
 
 
 @dataclass(frozen=True)
@@ -15,7 +22,7 @@ class Plan:
     runs: int = 3
     #: Leads through the pipeline before the first measurement (and the RSS baseline).
     warmup_leads: int = 2_000
-    warmup_chains: int = 500
+    warmup_chains: int = 1_000
     #: Chains per baseline run (the issue asks for N >= 10,000).
     baseline_chains: int = 10_000
     pipeline_0ms_leads: int = 6_000
@@ -53,6 +60,39 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def seconds(self, pipeline_rate: float, chain_rate: float, slow_rate: float) -> float:
+        """Projected wall time of the fixed legs at the given rates (per second)."""
+        naive_rate = max(1.0, (os.cpu_count() or 1) / (self.slow_ms / 1000))
+        per_round = (
+            self.baseline_chains / chain_rate
+            + self.pipeline_0ms_leads / pipeline_rate
+            + self.latency_seconds
+            + self.pipeline_200ms_leads / slow_rate
+            + self.naive_leads / naive_rate
+        )
+        return self.runs * (per_round + 5 * DRAIN_OVERHEAD_SECONDS)
+
+    def fit(
+        self, seconds: float, pipeline_rate: float, chain_rate: float, slow_rate: float
+    ) -> Plan:
+        """This plan, or a smaller one whose fixed legs fit in `seconds` at these rates:
+        the pipeline legs shrink first, the baseline last and never under a third of its
+        N per run (so its three runs still add up to N)."""
+        plan = self
+        for _ in range(20):
+            if plan.seconds(pipeline_rate, chain_rate, slow_rate) <= seconds:
+                return plan
+            plan = replace(
+                plan,
+                pipeline_0ms_leads=max(MIN_LEADS, int(plan.pipeline_0ms_leads * 0.8)),
+                pipeline_200ms_leads=max(MIN_LEADS, int(plan.pipeline_200ms_leads * 0.8)),
+                latency_seconds=max(MIN_LATENCY_SECONDS, plan.latency_seconds * 0.8),
+            )
+            if plan.pipeline_0ms_leads == MIN_LEADS:
+                floor = -(-self.baseline_chains // self.runs)
+                plan = replace(plan, baseline_chains=max(floor, int(plan.baseline_chains * 0.8)))
+        return plan
 
 
 @dataclass

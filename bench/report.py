@@ -31,7 +31,7 @@ def machine(client: redis.Redis) -> dict[str, Any]:
             )
     except OSError:
         pass
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             packages[name] = version(name)
@@ -74,7 +74,7 @@ def limit(
         max(backlog, key=lambda q: backlog[q]) if backlog and max(backlog.values()) > 0 else None
     )
     near_bound = slots_bound is not None and rate is not None and rate >= 0.8 * slots_bound
-    if near_bound and stage == slots_queue:
+    if near_bound and stage in (slots_queue, None):
         return slots_text
     workers = {k: v for k, v in cpu.items() if k.startswith("worker:")}
     hot = [k for k, v in workers.items() if v >= SATURATED_PERCENT]

@@ -28,6 +28,8 @@ DB_PIPELINE, DB_BASELINE, DB_NAIVE = 0, 1, 2
 LOGLEVEL = "WARNING"
 #: Seconds kept back from the memory leg for stopping the processes.
 TEARDOWN_RESERVE = 25.0
+#: Seconds of the budget the fixed legs leave at least to the memory leg.
+FIXED_LEGS_MARGIN = 30.0
 #: The memory leg plans each batch to take this much longer than the measured rate says.
 BATCH_MARGIN = 1.2
 #: Smallest top-up batch worth starting.
@@ -111,12 +113,24 @@ class BenchRun:
 
     # -- legs -----------------------------------------------------------------------
 
-    def warm_up(self) -> None:
-        self.pipe.run(self.plan.warmup_leads, self.plan.drain_timeout)
-        self.base.run(self.plan.warmup_chains, self.plan.drain_timeout)
+    def warm_up(self, *, fit: bool = True) -> None:
+        """Warm both worker sets; from their rates, shrink the plan if the fixed legs
+        would not leave the memory leg any time (on a slower or busier machine)."""
+        pipeline = self.pipe.run(self.plan.warmup_leads, self.plan.drain_timeout)
+        chains = self.base.run(self.plan.warmup_chains, self.plan.drain_timeout)
         self.stack.fake_reset()
         self.rss_warm = self._checkpoint()
+        self.capacity = pipeline["rate"]
         self._log(f"warmed up; pipeline workers' RSS {self.rss_warm / 2**20:.0f} MB")
+        if not fit:
+            return
+        slots = DELIVER_CONCURRENCY / (self.plan.slow_ms / 1000)
+        rate = pipeline["rate"]
+        available = self.clock.left - TEARDOWN_RESERVE - FIXED_LEGS_MARGIN
+        planned = self.plan
+        self.plan = planned.fit(available, rate, chains["rate"], min(rate, slots) * 0.8)
+        if self.plan != planned:
+            self._log(f"plan shrunk to fit the budget: {self.plan}")
 
     def throughput(self) -> None:
         plan = self.plan
@@ -150,12 +164,14 @@ class BenchRun:
     def slow(self) -> None:
         """The fake answers after `slow_ms`: the pipeline, then the naive task, per round."""
         plan = self.plan
+        # The very body the pipeline sent for one of its leads, to the same dealer.
         request, dealer = self.pipe.client.hmget(
             Keys().lead(self.sample_lead), ["request", "dealerUuid"]
         )
+        body = json.loads(request or b"{}")
         naive = legs.naive_target(
-            self.stack, self.naive_workers, DB_NAIVE, json.loads(request or b"{}"),
-            (dealer or DEALER_UUID.encode()).decode(),
+            self.stack, self.naive_workers, DB_NAIVE, body,
+            dealer.decode() if isinstance(dealer, bytes) else DEALER_UUID,
         )  # fmt: skip
         pipeline, plain = self.runs.setdefault("p200", []), self.runs.setdefault("naive", [])
         self.stack.fake_latency(plan.slow_ms)
@@ -180,7 +196,7 @@ class BenchRun:
             affordable = int(seconds / BATCH_MARGIN * self.capacity)
             wanted = plan.memory_leads - pipe.handled
             batch = min(plan.memory_batch, wanted, affordable)
-            if batch < min(MIN_BATCH, wanted):
+            if batch < min(MIN_BATCH, wanted, plan.memory_batch):
                 self._log(f"time budget spent: memory leg stops at {pipe.handled:,} leads")
                 break
             runs.append(pipe.run(batch, plan.drain_timeout))
@@ -193,6 +209,17 @@ class BenchRun:
         self.pids = self.stack.pids()
 
     # -- the figures ----------------------------------------------------------------
+
+    def memory_figures(self) -> dict[str, Any]:
+        return {
+            "target_leads": self.plan.memory_leads,
+            "leads": self.pipe.handled,
+            "rss_warm_mb": round(self.rss_warm / 2**20, 1),
+            "rss_final_mb": round(self.rss_final / 2**20, 1),
+            "growth_percent": round(100 * (self.rss_final - self.rss_warm) / self.rss_warm, 1),
+            "checkpoints": self.checkpoints,
+            "rate_per_s": _spread([r["rate"] for r in self.runs.get("memory", [])] or [0.0]),
+        }
 
     def _figure(self, key: str, consumers: dict[str, str], **bound: Any) -> dict[str, Any]:
         runs = self.runs[key]
@@ -239,14 +266,7 @@ class BenchRun:
         latency["p50_ms"]["limit"] = latency["p99_ms"]["limit"] = (
             f"offered {latency['offered_per_s']:.0f} leads/s, half the 0 ms capacity"
         )
-        memory = {
-            "target_leads": plan.memory_leads,
-            "leads": self.pipe.handled,
-            "rss_warm_mb": round(self.rss_warm / 2**20, 1),
-            "rss_final_mb": round(self.rss_final / 2**20, 1),
-            "growth_percent": round(100 * (self.rss_final - self.rss_warm) / self.rss_warm, 1),
-            "checkpoints": self.checkpoints,
-        }
+        memory = self.memory_figures()
         results: dict[str, Any] = {
             "baseline_chain_per_s": figures["baseline_chain"]["median"],
             "pipeline_0ms_per_s": figures["pipeline_0ms"]["median"],

@@ -12,6 +12,7 @@ Both are safe to run in many workers at once: each claim is one Lua script.
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 
 import redis
 from celery import bootsteps
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 
 from config import SettingsError
 from pipeline.errors import RoutingFileError
@@ -52,6 +53,18 @@ def check_configuration(sender: Any = None, **_: Any) -> None:
     except (SettingsError, RoutingFileError) as exc:
         sys.stderr.write(f"leadpipe worker: {exc}\n")
         raise SystemExit(EXIT_CONFIG) from None
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def freeze_startup_objects(**_: Any) -> None:
+    """Hide what start-up built (modules, settings, clients) from the garbage collector.
+
+    A full collection walks every tracked object: in a worker that is ~60 ms, a stall
+    that lands on whichever leads are in flight (the p99). Frozen (`gc.freeze`), the
+    start-up objects are skipped and a full collection takes ~1 ms (`make bench`)."""
+    gc.collect()
+    gc.freeze()
 
 
 class LeadLoops(bootsteps.StartStopStep):

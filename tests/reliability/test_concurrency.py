@@ -103,7 +103,13 @@ def test_a_dead_letter_replay_run_twice_at_once_delivers_each_lead_once(
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
-    outputs = [run.communicate(timeout=60) for run in runs]
+    try:
+        outputs = [run.communicate(timeout=60) for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait(timeout=10)
     assert [run.returncode for run in runs] == [0, 0], outputs
     summaries = [json.loads(out) for out, _err in outputs]
 

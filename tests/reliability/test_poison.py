@@ -244,8 +244,8 @@ def test_poison_never_stops_the_worker_and_every_lead_with_an_id_ends_dead_with_
         # `partner=` would win over the payload's own partner (CONTRACT section 3)
         partner = None if name == "partner-101" else "acme"
         bad[stack.send(payload, partner=partner)] = says
-    for _name, changes in HOSTILE_VALID:
-        hostile[stack.send(valid_payload(**changes), partner="acme")] = _name
+    for name, changes in HOSTILE_VALID:
+        hostile[stack.send(valid_payload(**changes), partner="acme")] = name
     for _lead_id, entry, _says in raw:
         push(stack.redis, entry)
     for entry in ID_LESS:

@@ -8,6 +8,7 @@ myKaarma creates the lead once, thanks to the Idempotency-Key.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -168,50 +169,87 @@ def test_two_workers_on_the_same_queues_never_deliver_a_lead_twice(stacks: Stack
     print(f"\ntwo workers: deliveries per host {shares}; {ledger.summary()}")
 
 
-def test_sigkill_with_ingest_messages_reserved_they_are_taken_over_within_two_minutes(
+def test_sigkill_with_ingest_messages_reserved_they_come_back_within_two_minutes(
     stacks: StackFactory,
 ) -> None:
-    stack = stacks(latency_ms=50, LEADPIPE_LEASE_SECONDS=str(LEASE))
-    old = stack.start_host("doomed", deliver_threads=THREADS)
-    # Given leads arriving faster than the host ingests them, so that its ingest worker
-    # holds a full prefetch of messages it has not recorded yet
-    ids = [stack.send(valid_payload(), partner="acme") for _ in range(400)]
+    """Leads whose ingest message a dead worker had reserved but not recorded: nothing
+    in Redis knows them, so only the broker brings them back (visibility timeout)."""
+    stack = stacks(
+        behaviours={**BEHAVIOURS, "d-ok": "slow:3000"},
+        LEADPIPE_HTTP_TIMEOUT_SECONDS="10",
+        LEADPIPE_LEASE_SECONDS="6",  # longer than one slow POST
+    )
+    # Given one worker on every queue (`celery -A tasks worker`), its 4 threads busy
+    # posting to a slow myKaarma ...
+    old = stack.start_worker("doomed", concurrency=4)
+    blockers = [stack.send(valid_payload(), partner="acme") for _ in range(4)]
+    wait_until(
+        lambda: stack.count_states(blockers)["delivering"] == 4, timeout=30, what="busy threads"
+    )
+    # ... when more leads arrive: it reserves their ingest messages, with no thread free
+    late = [stack.send(valid_payload(), partner="acme") for _ in range(10)]
 
     def reserved_unrecorded() -> set[str]:
         reserved = reserved_lead_ids(stack.redis, "leads.ingest")
         states = stack.states(reserved)
         return {i for i in reserved if states[i] is None}
 
-    wait_until(reserved_unrecorded, timeout=30, what="an ingest message reserved")
-    # When the host dies (both workers' process groups SIGKILLed)
+    # (every message is then recorded or in the broker's unacked set: none is between
+    # kombu's BRPOP and its reservation, see the xfail below)
+    wait_until(
+        lambda: not stack.redis.llen("leads.ingest") and len(reserved_unrecorded()) == len(late),
+        timeout=30,
+        what="the late leads' ingest messages reserved",
+    )
+    # When the worker's process group is SIGKILLed
     killed_at = time.time()
-    for worker in old:
-        worker.kill()
-    orphans = reserved_unrecorded()  # only a live worker's ack or the broker frees them
-    at_kill = stack.states(ids)
-    assert orphans
-    stack.start_host("successor", deliver_threads=THREADS)
+    old.kill()
+    orphans = reserved_unrecorded()
+    assert orphans == set(late)
+    stack.fake.configure(behaviours=dict(BEHAVIOURS))  # a fast myKaarma from now on
+    stack.start_worker("successor", concurrency=4)
 
-    # Then they come back through Redis's visibility timeout (60 s, scanned every 10 s):
-    # nothing else knows of a lead whose message was never recorded
+    # Then the orphans come back through Redis's visibility timeout (60 s, scanned every
+    # 10 s), within the contract's two minutes, and all are delivered once (the POSTs in
+    # flight at the kill are posted again, and created once)
+    ids = [*blockers, *late]
     stack.wait_for(ids, timeout=115)
-    seen = fake_times(stack.fake)
-    mid_post = {
-        i
-        for i, state in at_kill.items()
-        if state == "delivering" and i in seen and seen[i][0] < killed_at + SENT_GRACE
-    }
-    ledger = stack.ledger(ids, ambiguous=mid_post)
     done_at = time.time()
-    recorded_after = [stack.record(i)["createdAt"] for i in orphans]  # type: ignore[index]
-    takeover = max(seconds(t) for t in recorded_after) - killed_at
+    ledger = stack.ledger(ids, ambiguous=blockers)
     assert ledger.count("delivered") == len(ids)
+    back = sorted(seconds(stack.record(i)["createdAt"]) - killed_at for i in orphans)  # type: ignore[index]
     assert done_at - killed_at < 120, "the contract's two minutes"
     absorbed = sum(w.log_text().count("not posted (skip, state delivered)") for w in stack.workers)
     print(
-        f"\nSIGKILL with {len(orphans)} ingest messages reserved and unrecorded: recorded "
-        f"again {min(seconds(t) for t in recorded_after) - killed_at:.0f}-{takeover:.0f}s "
-        f"after the kill (visibility timeout 60 s + restore scan); all {len(ids)} delivered "
-        f"{done_at - killed_at:.0f}s after it; {absorbed} deliveries the dead worker had "
-        f"reserved came back with them and were skipped by the guard; {ledger.summary()}"
+        f"\nSIGKILL with {len(orphans)} ingest messages reserved, unrecorded: recorded again "
+        f"{back[0]:.0f}-{back[-1]:.0f}s after the kill (visibility timeout 60 s + restore "
+        f"scan), all delivered {done_at - killed_at:.0f}s after it; {absorbed} restored "
+        f"deliveries skipped by the guard; {ledger.summary()}"
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "kombu's Redis transport takes a message off the queue (BRPOP) before it records "
+        "the reservation (HSET unacked, client-side): a worker killed in between loses "
+        "the message for good, and no record, sweeper or visibility timeout can bring "
+        "it back (celery/kombu#305, celery/celery#7950). Seen with real workers: 1 of 400 "
+        "leads never recorded in one of ~6 runs that SIGKILLed a worker mid-ingest. Not "
+        "fixable in leadpipe short of a reliable-fetch transport; RabbitMQ (broker-side "
+        "acks) has no such window."
+    ),
+)
+def test_a_worker_killed_between_its_brpop_and_its_reservation_loses_nothing(
+    stacks: StackFactory,
+) -> None:
+    stack = stacks()
+    lead_id = stack.send(valid_payload(), partner="acme")
+    # When a consumer takes the message exactly as kombu's Redis channel does, and dies
+    # before its next command (the HSET that records the reservation)
+    popped = stack.redis.brpop(["leads.ingest"], timeout=5)
+    assert popped is not None
+    # Then something must still be able to deliver it: the queue, or the unacked set
+    # that the visibility timeout restores
+    queued = [json.loads(raw)["headers"]["id"] for raw in stack.redis.lrange("leads.ingest", 0, -1)]
+    assert lead_id in [*queued, *reserved_lead_ids(stack.redis, "leads.ingest")]

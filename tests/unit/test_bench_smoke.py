@@ -85,7 +85,9 @@ def test_percentile_by_nearest_rank(q: float, expected: float) -> None:
         ({"worker:cpu": 60.0, "machine": 100.0}, {}, "no resource saturated"),
     ],
 )
-def test_limit_names_the_resource(cpu: dict, backlog: dict, expected: str) -> None:
+def test_limit_names_the_resource(
+    cpu: dict[str, float], backlog: dict[str, float], expected: str
+) -> None:
     assert expected in report.limit(cpu, backlog, {"q.a": "cpu", "q.b": "io"})
 
 
