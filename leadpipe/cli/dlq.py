@@ -21,10 +21,10 @@ from leadpipe.cli.context import (
 )
 from leadpipe.cli.input import InputError, read_lead_input
 from leadpipe.cli.mask import customer_summary, vehicle_summary
-from leadpipe.cli.status import error_lines, render_record, unknown_lead
+from leadpipe.cli.status import error_lines, show_lead
 from pipeline.states import DeadReason, LeadState
 from pipeline.validation import validate_lead
-from store.views import dead_letter_ids, dead_letters, lead_view, parse_since
+from store.views import dead_letter_ids, dead_letters, parse_since
 
 #: Dead letters `dlq list` shows unless --limit says otherwise.
 DEFAULT_LIST_LIMIT = 100
@@ -136,13 +136,7 @@ def list_(
 @operator_command
 def show(context: CliContext, lead_id: str, as_json: bool) -> None:
     """Show dead letter LEAD_ID in full: error, attempts, history and the payload."""
-    record = lead_view(context.store, lead_id.strip())
-    if record is None:
-        unknown_lead(lead_id)
-    if as_json:
-        print_json(record)
-    else:
-        render_record(record, payload=True)
+    record = show_lead(context, lead_id, as_json=as_json, payload=True)
     if record["state"] != LeadState.DEAD:
         echo_err(f"note: lead {lead_id} is {record['state']}, not in the dead-letter store")
 

@@ -207,19 +207,27 @@ def render_record(record: dict[str, Any], *, payload: bool = False) -> None:
         _render_plain(record, payload=payload)
 
 
-@click.command("status")
-@click.argument("lead_id")
-@json_option
-@operator_command
-def status(context: CliContext, lead_id: str, as_json: bool) -> None:
-    """Show where lead LEAD_ID is: state, delivery attempts, error, warnings."""
+def show_lead(
+    context: CliContext, lead_id: str, *, as_json: bool, payload: bool = False
+) -> dict[str, Any]:
+    """Print one lead's record (JSON or for a person); exit 1 with a hint when unknown."""
     record = lead_view(context.store, lead_id.strip())
     if record is None:
         unknown_lead(lead_id)
     if as_json:
         print_json(record)
     else:
-        render_record(record)
+        render_record(record, payload=payload)
+    return record
+
+
+@click.command("status")
+@click.argument("lead_id")
+@json_option
+@operator_command
+def status(context: CliContext, lead_id: str, as_json: bool) -> None:
+    """Show where lead LEAD_ID is: state, delivery attempts, error, warnings."""
+    show_lead(context, lead_id, as_json=as_json)
 
 
 COMMAND = status
