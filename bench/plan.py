@@ -37,7 +37,7 @@ class Plan:
     #: Leads per top-up batch of the memory leg (the budget is checked between batches).
     memory_batch: int = 10_000
     #: Seconds the legs may take in all; the memory leg stops early to honour it.
-    budget_seconds: float = 555.0
+    budget_seconds: float = 570.0
     #: Longest a single drain may take before the bench gives up, seconds.
     drain_timeout: float = 240.0
 
@@ -83,15 +83,16 @@ class Plan:
         for _ in range(20):
             if plan.seconds(pipeline_rate, chain_rate, slow_rate) <= seconds:
                 return plan
-            plan = replace(
+            shrunk = replace(
                 plan,
-                pipeline_0ms_leads=max(MIN_LEADS, int(plan.pipeline_0ms_leads * 0.8)),
-                pipeline_200ms_leads=max(MIN_LEADS, int(plan.pipeline_200ms_leads * 0.8)),
-                latency_seconds=max(MIN_LATENCY_SECONDS, plan.latency_seconds * 0.8),
+                pipeline_0ms_leads=_shrink(plan.pipeline_0ms_leads, MIN_LEADS),
+                pipeline_200ms_leads=_shrink(plan.pipeline_200ms_leads, MIN_LEADS),
+                latency_seconds=_shrink(plan.latency_seconds, MIN_LATENCY_SECONDS),
             )
-            if plan.pipeline_0ms_leads == MIN_LEADS:
+            if shrunk == plan:  # the pipeline legs are as small as they go
                 floor = -(-self.baseline_chains // self.runs)
-                plan = replace(plan, baseline_chains=max(floor, int(plan.baseline_chains * 0.8)))
+                shrunk = replace(plan, baseline_chains=_shrink(plan.baseline_chains, floor))
+            plan = shrunk
         return plan
 
 
@@ -109,3 +110,8 @@ class Clock:
     @property
     def left(self) -> float:
         return self.budget - self.elapsed
+
+
+def _shrink(value: Any, floor: Any) -> Any:
+    """80% of `value`, never under `floor` (nor above `value`, when it already is)."""
+    return min(value, max(floor, type(value)(value * 0.8)))

@@ -140,6 +140,7 @@ RESULT_KEYS = {
     "latency_p99_ms",
     "rss_growth_percent",
     "figures",
+    "ratios",
     "latency",
     "memory",
     "machine",
@@ -171,6 +172,11 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
         assert figure["min"] <= figure["median"] <= figure["max"]
         assert len(figure["runs"]) == results["plan"]["runs"] == 3
     assert results["pipeline_0ms_per_s"] > 0 and results["naive_200ms_per_s"] > 0
+    ratio = results["ratios"]["ratio_0ms"]
+    assert ratio["value"] == results["ratio_0ms"]
+    assert ratio["value"] == pytest.approx(
+        results["pipeline_0ms_per_s"] / results["baseline_chain_per_s"], abs=0.01
+    )
     assert results["latency"]["p50_ms"]["median"] <= results["latency"]["p99_ms"]["median"]
     assert results["memory"]["leads"] >= results["memory"]["target_leads"]
     assert results["machine"]["cores_logical"] >= 1
