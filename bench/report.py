@@ -17,6 +17,8 @@ PACKAGES = (
 )  # fmt: skip
 #: A worker process at or above this share of one core is CPU-bound (the GIL allows one).
 SATURATED_PERCENT = 90.0
+#: Mean depth (messages) from which a queue counts as holding a backlog.
+BACKLOG_THRESHOLD = 20.0
 #: Both cores at or above this (percent of one core, summed) are busy.
 MACHINE_BUSY_PERCENT = 185.0
 
@@ -56,6 +58,14 @@ def others(cpu: Mapping[str, float]) -> float:
     return round(max(0.0, cpu.get("machine", 0.0) - ours), 1)
 
 
+def bottleneck(backlog: Mapping[str, float], threshold: float = BACKLOG_THRESHOLD) -> str | None:
+    """The slowest stage: the last queue, in pipeline order, that held a backlog. A batch
+    is released onto the first queue, so that one always holds one; a later queue only
+    fills up when its stage is slower than the stages before it."""
+    held = [queue for queue, depth in backlog.items() if depth >= threshold]
+    return held[-1] if held else None
+
+
 def limit(
     cpu: Mapping[str, float],
     backlog: Mapping[str, float],
@@ -70,9 +80,7 @@ def limit(
 
     `slots_bound` is the most a stage can do when every task waits (slots / latency):
     it is the limit when the backlog sits on that stage's queue and the rate is near it."""
-    stage = (
-        max(backlog, key=lambda q: backlog[q]) if backlog and max(backlog.values()) > 0 else None
-    )
+    stage = bottleneck(backlog)
     near_bound = slots_bound is not None and rate is not None and rate >= 0.8 * slots_bound
     if near_bound and stage in (slots_queue, None):
         return slots_text

@@ -17,8 +17,9 @@ from tasks.queues import CPU_QUEUES, IO_QUEUES
 
 #: How long a worker may take to say "ready", seconds.
 READY_TIMEOUT_SECONDS = 60.0
-#: Threads on the CPU-bound queues: enough to overlap Redis round trips.
-CPU_THREADS = 4
+#: Threads on the CPU-bound queues: enough to overlap Redis round trips; more only
+#: contend for the GIL with the consumer thread (`make bench`: 2 beat 4 by 4-20%).
+CPU_THREADS = 2
 
 
 @dataclass

@@ -207,7 +207,7 @@ def _only(specs: list[WorkerSpec], queues: str) -> list[WorkerSpec]:
     "--concurrency",
     type=click.IntRange(1, 512),
     default=None,
-    help="Delivery threads (default: LEADPIPE_DELIVER_CONCURRENCY, 32).",
+    help="Delivery threads (default: LEADPIPE_DELIVER_CONCURRENCY, 64).",
 )
 @click.option(
     "-l",

@@ -91,14 +91,28 @@ def test_limit_names_the_resource(
     assert expected in report.limit(cpu, backlog, {"q.a": "cpu", "q.b": "io"})
 
 
+@pytest.mark.parametrize(
+    ("backlog", "expected"),
+    [
+        ({"a": 3000.0, "b": 4.0, "c": 0.0}, "a"),
+        ({"a": 1400.0, "b": 5.0, "c": 450.0}, "c"),
+        ({"a": 0.0, "b": 1.0}, None),
+    ],
+)
+def test_bottleneck_is_the_last_queue_holding_a_backlog(
+    backlog: dict[str, float], expected: str | None
+) -> None:
+    assert report.bottleneck(backlog) == expected
+
+
 def test_slot_bound_wins_when_reached() -> None:
     text = report.limit(
-        {"machine": 50.0}, {"q": 9.0}, {}, slots_bound=10, slots_queue="q", rate=9.5,
+        {"machine": 50.0}, {"q": 90.0}, {}, slots_bound=10, slots_queue="q", rate=9.5,
         slots_text="slots",
     )  # fmt: skip
     assert text == "slots"
     elsewhere = report.limit(
-        {"machine": 50.0, "worker:cpu": 60.0}, {"q": 0.0, "r": 9.0}, {"r": "cpu"},
+        {"machine": 50.0, "worker:cpu": 60.0}, {"r": 900.0, "q": 0.0}, {"r": "cpu"},
         slots_bound=10, slots_queue="q", rate=9.5, slots_text="slots",
     )  # fmt: skip
     assert "cpu worker" in elsewhere
