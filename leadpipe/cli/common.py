@@ -21,9 +21,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def json_option(func: F) -> F:
     """`--json`: machine-readable output (one object, or an array for a list)."""
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print machine-readable JSON."
-    )(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(
+        func
+    )
 
 
 def print_json(value: object) -> None:

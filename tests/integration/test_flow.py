@@ -7,13 +7,14 @@ import uuid
 
 import pytest
 
+from leadpipe.runner import WorkerProcess
 from tests.stack import Stack, valid_payload
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack):
+def worker(stack: Stack) -> WorkerProcess:
     return stack.start_worker("flow", concurrency=8)
 
 

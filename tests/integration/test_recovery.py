@@ -4,6 +4,7 @@ its retry, and a lead whose message vanished from the broker (the sweeper)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -12,7 +13,9 @@ from tests.stack import BEHAVIOURS, Stack, valid_payload
 pytestmark = pytest.mark.integration
 
 
-def _wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+def _wait_until(
+    predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -31,7 +34,8 @@ def test_a_worker_killed_while_a_lead_waits_for_its_retry_loses_nothing(stack: S
     )
     # When the worker is SIGKILLed during the wait, and another one starts later
     worker.kill()
-    assert stack.record(lead_id)["state"] == "delivering"
+    record = stack.record(lead_id)
+    assert record is not None and record["state"] == "delivering"
     stack.start_worker("successor")
     # Then the retry still happens, once, after the Retry-After
     record = stack.wait_for([lead_id], timeout=30)[lead_id]

@@ -90,7 +90,8 @@ def test_a_transaction_is_owned_until_its_lead_dies(store: LeadStore) -> None:
     # once the owner is dead, a corrected resubmission goes through
     store.kill(owner, DeadReason.REJECTED, {"error": "{}"}, expect=[LeadState.VALIDATED])
     third = _validated(store, txn=txn)
-    assert lead_view(store, third)["state"] == "validated"
+    record = lead_view(store, third)
+    assert record is not None and record["state"] == "validated"
 
 
 def test_dead_letters_are_indexed_by_reason_and_time(store: LeadStore) -> None:
