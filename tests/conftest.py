@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from store.embedded import free_port, start_redis_server
+from store.embedded import free_port, start_redis_server, stop_embedded_redis
 
 CLAIM_KEY = "leadpipe-test:claimed-by"
 #: A claim outlives any sane test session, so a crashed run frees its database later.
@@ -88,3 +88,21 @@ def flush_owned_database(url: str) -> None:
             client.set(CLAIM_KEY, owner, ex=CLAIM_SECONDS)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_leadpipe_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point LEADPIPE_HOME at a directory of this session's own: a code path that falls
+    back to the embedded Redis starts it there, never in the checkout, and it is stopped
+    when the session ends, so no redis-server outlives the tests."""
+    home = tmp_path_factory.mktemp("leadpipe-home")
+    previous = os.environ.get("LEADPIPE_HOME")
+    os.environ["LEADPIPE_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        stop_embedded_redis(home)
+        if previous is None:
+            os.environ.pop("LEADPIPE_HOME", None)
+        else:
+            os.environ["LEADPIPE_HOME"] = previous
