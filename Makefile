@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint bench venv clean
+.PHONY: demo test test-unit lint bench screenshots venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/leadpipe demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Flower screenshots for the README (needs Chromium: apt-get install -y chromium).
+screenshots: $(STAMP)
+	$(BIN)/python docs/flower_screenshots.py
 
 clean:
 	rm -rf $(VENV) .leadpipe .pytest_cache .mypy_cache .ruff_cache

@@ -11,8 +11,17 @@ the fake myKaarma in a process of its own (`leadpipe fake-mykaarma`):
    for a plain delivery task doing the same POST on the default prefork pool.
 4. Latency: p50/p99 from `send_task` to the worker holding myKaarma's 2xx, offered at
    half the measured capacity.
-5. Memory: the pipeline workers' RSS after warm-up and after the memory target (every
+5. one_dealer_down_per_s: pipeline 0 ms with one lead in ten for a dealer answering
+   503 throughout, right after each round's all-healthy run (ratio_one_dealer_down);
+   pipeline_0ms_webhooks_per_s: webhooks on for the bench partner (ratio_webhooks).
+   pipeline_0ms_sentinel_per_s: pipeline 0 ms with state and broker behind Sentinel
+   (a primary, a replica, three sentinels), interleaved with plain runs of the same
+   size; ratio_sentinel = Sentinel / plain (informative, no goal).
+6. Memory: the pipeline workers' RSS after warm-up and after the memory target (every
    leg's leads count towards it; a last 0 ms leg tops it up within the time budget).
+7. State (bench/state.py): Redis bytes per delivered lead; the state Redis's memory
+   in a steady leg while leads expire as fast as they arrive (retention 24 s);
+   `leadpipe dlq list` over 100,000 dead letters.
 
 Every figure is the median of `--runs` runs, with min and max. Writes results.json and
 results.md next to this file (or to --out) and prints a table.
@@ -77,9 +86,14 @@ def run(plan: Plan, *, memory_only: bool = False) -> dict[str, Any]:
         bench.warm_up(fit=not memory_only)
         if not memory_only:
             bench.throughput()
+            bench.webhooks()
+            bench.sentinel()
             bench.latency()
             bench.slow()
+            bench.steady()
         bench.memory()
+        if not memory_only:
+            bench.dead_letter_listing()
     results: dict[str, Any]
     if memory_only:
         results = {"memory": bench.memory_figures(), "machine": bench.machine}

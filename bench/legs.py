@@ -20,9 +20,11 @@ from bench import load, measure
 from bench.baseline_app import CHAIN_STEPS, NAIVE_QUEUE
 from bench.stack import PASSWORD, USERNAME, Stack
 from leadpipe.runner import WorkerProcess
+from pipeline.record_fields import RecordField
 from store.keys import Keys
+from tasks.queues import DELIVER_QUEUE, ENRICH_QUEUE, INGEST_QUEUE
 
-PIPELINE_QUEUES = ("leads.ingest", "leads.enrich", "leads.deliver")
+PIPELINE_QUEUES = (INGEST_QUEUE, ENRICH_QUEUE, DELIVER_QUEUE)
 #: The database where template messages are captured (never consumed).
 SCRATCH_DB = 15
 #: How often queue depths are sampled to see which stage holds the backlog, seconds.
@@ -43,9 +45,14 @@ class Target:
     counts_delivered: bool = False
     handled: int = 0  # items released to these workers so far
 
-    def run(self, n: int, timeout: float) -> dict[str, Any]:
-        """Release `n` items and watch them drain; the steady-state figures."""
-        staged = load.preload(self.client, self.queue, self.template, n)
+    def run(
+        self, n: int, timeout: float, *, mix: Sequence[bytes] = (), counted: int | None = None
+    ) -> dict[str, Any]:
+        """Release `n` items and watch them drain; the steady-state figures. With `mix`
+        the items cycle through more templates, and only `counted` of them (those that
+        reach `delivered`) make the figures."""
+        staged = load.preload(self.client, self.queue, self.template, n, mix=mix)
+        n_done = counted if counted is not None else n
         if self.counts_delivered:
             progress = measure.delivered_counter(self.client)
         else:
@@ -55,13 +62,17 @@ class Target:
         depths.start()
         try:
             drained = measure.drain(
-                n, progress, self.stack.watched(self.stack.workers), timeout=timeout, what=self.name
+                n_done,
+                progress,
+                self.stack.watched(self.stack.workers),
+                timeout=timeout,
+                what=self.name,
             )
         finally:
             depths.stop()
         self.handled += n
         steady = drained.steady()
-        steady["n"] = n
+        steady["n"] = n_done
         steady["backlog"] = depths.mean()
         return steady
 
@@ -139,7 +150,7 @@ def latency_run(
     target.handled += len(sent)
     pipe = client.pipeline(transaction=False)
     for lead_id, _ in sent:
-        pipe.hget(keys.lead(lead_id), "deliveredAt")
+        pipe.hget(keys.lead(lead_id), RecordField.DELIVERED_AT)
     delivered = pipe.execute()
     result = LatencyRun(rate, [lead_id for lead_id, _ in sent])
     for (lead_id, stamp), at in zip(sent, delivered, strict=True):

@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,14 +117,14 @@ def capture_template(url: str, queue: str, send: Callable[[], None]) -> bytes:
     return raw
 
 
-def pipeline_template(scratch_url: str) -> bytes:
+def pipeline_template(scratch_url: str, partner: str = "bench") -> bytes:
     app = upstream(scratch_url)
     try:
         return capture_template(
             scratch_url,
             INGEST_QUEUE,
             lambda: app.send_task(
-                INGEST_TASK, args=[lead_payload()], kwargs={"partner": "bench"}, queue=INGEST_QUEUE
+                INGEST_TASK, args=[lead_payload()], kwargs={"partner": partner}, queue=INGEST_QUEUE
             ),
         )
     finally:
@@ -175,12 +175,19 @@ class Preloaded:
         return time.time()
 
 
-def preload(client: redis.Redis, queue: str, template: bytes, count: int) -> Preloaded:
-    cloner = MessageCloner(template)
+def preload(
+    client: redis.Redis, queue: str, template: bytes, count: int, *, mix: Sequence[bytes] = ()
+) -> Preloaded:
+    """Stage `count` clones; with `mix`, message i is a clone of the templates
+    `(template, *mix)` in turn (e.g. one lead for a failing dealer in every ten)."""
+    cloners = [MessageCloner(t) for t in (template, *mix)]
     staged = Preloaded(client, queue, count)
     client.delete(staged.staging)
+    made = 0
     for batch in _batches(count, PUSH_BATCH):
-        client.lpush(staged.staging, *(cloner.clone() for _ in range(batch)))
+        clones = [cloners[(made + i) % len(cloners)].clone() for i in range(batch)]
+        client.lpush(staged.staging, *clones)
+        made += batch
     return staged
 
 

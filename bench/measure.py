@@ -13,6 +13,7 @@ import psutil
 import redis
 
 from store.keys import Keys
+from tasks.fetch import held_count
 
 #: How often a leg's progress and CPU are sampled, seconds.
 SAMPLE_SECONDS = 0.1
@@ -127,11 +128,13 @@ def drain(
 
 
 def delivered_counter(client: redis.Redis, keys: Keys | None = None) -> Callable[[], int]:
-    """Leads that reached `delivered` since now, from the store's state counters."""
-    key = (keys or Keys()).state_counts
+    """Leads that reached `delivered` since now, from the store's attempt counters (the
+    per-state count goes down again as retention erases delivered leads; this one only
+    grows: one delivered attempt per delivered lead)."""
+    key = (keys or Keys()).counters
 
     def read() -> int:
-        return int(client.hget(key, "delivered") or 0)
+        return int(client.hget(key, "attempts.delivered") or 0)
 
     start = read()
     return lambda: read() - start
@@ -145,8 +148,8 @@ def drained_counter(client: redis.Redis, queues: Sequence[str], n: int) -> Calla
         pipe = client.pipeline(transaction=False)
         for queue in queues:
             pipe.llen(queue)
-        pipe.hlen("unacked")
-        return n - sum(int(v) for v in pipe.execute())
+        pipe.hlen("unacked")  # kombu's reservations (bare Celery)
+        return n - sum(int(v) for v in pipe.execute()) - held_count(client)  # leadpipe's
 
     return read
 

@@ -22,6 +22,13 @@ BACKLOG_THRESHOLD = 20.0
 #: Both cores at or above this (percent of one core, summed) are busy.
 MACHINE_BUSY_PERCENT = 185.0
 
+#: What `ratio_sentinel` compares (informative: no goal).
+SENTINEL_NOTE = (
+    "informative, no goal: pipeline 0 ms with LEADPIPE_REDIS_URL=redis+sentinel:// "
+    "(primary + 1 replica + 3 sentinels on the same cores, async replication) over plain "
+    "runs of the same size, interleaved"
+)
+
 
 def machine(client: redis.Redis) -> dict[str, Any]:
     """Cores, CPU model, memory, OS, Python, package versions, Redis version."""
@@ -114,10 +121,28 @@ def goal_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         ("ratio_0ms", ">= 0.8", results["ratio_0ms"], results["ratio_0ms"] >= 0.8),
         ("ratio_latency", ">= 0.8", results["ratio_latency"], results["ratio_latency"] >= 0.8),
         (
+            "ratio_webhooks",
+            ">= 0.8",
+            results.get("ratio_webhooks"),
+            (results.get("ratio_webhooks") or 0) >= 0.8,
+        ),
+        (
             "speedup_200ms_vs_naive",
             ">= 10",
             results["speedup_200ms_vs_naive"],
             results["speedup_200ms_vs_naive"] >= 10,
+        ),
+        *(
+            [
+                (
+                    "ratio_one_dealer_down",
+                    ">= 0.9",
+                    results["ratio_one_dealer_down"],
+                    results["ratio_one_dealer_down"] >= 0.9,
+                )
+            ]
+            if results.get("ratio_one_dealer_down") is not None
+            else []
         ),
         (
             "latency_p99_ms",
@@ -132,6 +157,12 @@ def goal_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             memory["growth_percent"] <= 10 and memory["leads"] >= memory["target_leads"],
         ),
     ]
+    deviation = results.get("state_memory_deviation_percent")
+    if deviation is not None:
+        rows.append(("state_memory_deviation_percent", "<= ±10", deviation, deviation <= 10))
+    listing = results.get("dlq_list_100k_seconds")
+    if listing is not None:
+        rows.append(("dlq_list_100k_seconds", "< 1", listing, listing < 1))
     return [{"goal": g, "target": t, "value": v, "met": bool(m)} for g, t, v, m in rows]
 
 
@@ -152,6 +183,7 @@ def table_rows(results: Mapping[str, Any]) -> list[list[str]]:
         }
         for name, r in results["ratios"].items()
     }
+    sentinel = ratios.get("ratio_sentinel", {})
     figures: Sequence[tuple[str, Mapping[str, Any], str]] = (
         ("baseline_chain_per_s", results["figures"]["baseline_chain"], ""),
         ("pipeline_0ms_per_s", results["figures"]["pipeline_0ms"], ""),
@@ -159,7 +191,35 @@ def table_rows(results: Mapping[str, Any]) -> list[list[str]]:
         ("pipeline_200ms_per_s", results["figures"]["pipeline_200ms"], ""),
         ("naive_200ms_per_s", results["figures"]["naive_200ms"], ""),
         ("ratio_latency", ratios["ratio_latency"], "ratio_latency"),
+        *(
+            (
+                ("pipeline_0ms_webhooks_per_s", results["figures"]["pipeline_0ms_webhooks"], ""),
+                ("ratio_webhooks", ratios["ratio_webhooks"], "ratio_webhooks"),
+            )
+            if "ratio_webhooks" in ratios
+            else ()
+        ),
+        *(
+            (
+                ("pipeline_0ms_sentinel_per_s", results["figures"]["pipeline_0ms_sentinel"], ""),
+                (
+                    "ratio_sentinel",
+                    {**sentinel, "limit": f"{SENTINEL_NOTE}; {sentinel['limit']}"},
+                    "",
+                ),
+            )
+            if "ratio_sentinel" in ratios
+            else ()
+        ),
         ("speedup_200ms_vs_naive", ratios["speedup_200ms_vs_naive"], "speedup_200ms_vs_naive"),
+        *(
+            [
+                ("one_dealer_down_per_s", results["figures"]["one_dealer_down"], ""),
+                ("ratio_one_dealer_down", ratios["ratio_one_dealer_down"], "ratio_one_dealer_down"),
+            ]
+            if "ratio_one_dealer_down" in ratios
+            else []
+        ),
         ("latency_p50_ms", results["latency"]["p50_ms"], ""),
         ("latency_p99_ms", results["latency"]["p99_ms"], "latency_p99_ms"),
     )
@@ -191,6 +251,47 @@ def table_rows(results: Mapping[str, Any]) -> list[list[str]]:
             f"after {memory['leads']:,} leads",
         ]
     )
+    rows += _state_rows(results, goals)
+    return rows
+
+
+def _state_rows(results: Mapping[str, Any], goals: Mapping[str, Any]) -> list[list[str]]:
+    """Bytes per lead, the state Redis's memory under retention, `dlq list` (issue 10)."""
+    state = results.get("state") or {}
+    rows = []
+    size = state.get("bytes_per_lead") or {}
+    if size.get("median"):
+        rows.append(
+            [
+                "redis_bytes_per_lead",
+                _cell(size["median"]),
+                "",
+                _cell(size["max"]),
+                "",
+                "",
+                f"MEMORY USAGE of every key of a delivered lead, median of {size['leads']:,}; "
+                f"{size['index_share']} of it in the indexes",
+            ]
+        )
+    for name, note in (
+        ("state_memory_deviation_percent", "state Redis memory, steady traffic, leads expiring"),
+        ("dlq_list_100k_seconds", "`leadpipe dlq list` (process start-up included)"),
+    ):
+        g = goals.get(name)
+        if g is not None:
+            extra = ""
+            if name == "state_memory_deviation_percent":
+                memory = state["memory"]
+                used = memory["used_mb"]
+                extra = (
+                    f": {min(used):.1f}-{max(used):.1f} MB over {len(used)} s at "
+                    f"{memory['offered_per_s']:g} leads/s; "
+                    f"retention {memory['retention_seconds']:g} s"
+                )
+            rows.append(
+                [name, _cell(g["value"]), "", "", g["target"], "yes" if g["met"] else "NO",
+                 note + extra]
+            )  # fmt: skip
     return rows
 
 

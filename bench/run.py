@@ -1,9 +1,12 @@
 """One benchmark run: start the processes, run the legs in order, assemble the figures.
 
-Order: warm-up; three rounds of (baseline, pipeline 0 ms), interleaved so that drift
-on a shared machine hits both alike; three latency runs at half the measured
-capacity; three rounds of (pipeline 200 ms, naive 200 ms); then the memory leg tops
-the pipeline workers up to the memory target at 0 ms, as far as the time budget lets.
+Order: warm-up (from whose rates the plan shrinks to fit the budget); three rounds of
+(baseline, pipeline 0 ms, pipeline 0 ms with one dealer down), interleaved so that drift
+on a shared machine hits them alike; three rounds of webhooks off/on; the Sentinel leg;
+three latency runs at half the measured capacity; three rounds of (pipeline 200 ms,
+naive 200 ms); the steady leg (state memory while leads expire); then the memory leg
+tops the pipeline workers up to the memory target at 0 ms, as far as the time budget
+lets; last, the dead-letter listing.
 """
 
 from __future__ import annotations
@@ -11,18 +14,30 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from typing import Any
 
-from bench import legs, measure, report
+from bench import legs, load, measure, report, sentinel_leg, state
 from bench.baseline_app import NAIVE_QUEUE
+from bench.figures import figure, latency_figure, paired_ratio, spread
 from bench.plan import Clock, Plan
-from bench.stack import DEALER_UUID, AppWorkerSpec, Stack
+from bench.stack import (
+    DEALER_UUID,
+    DOWN_DEALER_UUID,
+    DOWN_PARTNER,
+    WEBHOOK_SECRET,
+    AppWorkerSpec,
+    Stack,
+)
 from config.settings import DELIVER_CONCURRENCY
+from leadpipe.fake_partner import FakePartner
 from leadpipe.runner import WorkerSpec, default_specs
+from pipeline.record_fields import RecordField
 from store.keys import Keys
+from tasks.queues import DELIVER_QUEUE
 
-DB_PIPELINE, DB_BASELINE, DB_NAIVE = 0, 1, 2
+DB_PIPELINE, DB_BASELINE, DB_NAIVE, DB_DEAD_LETTERS = 0, 1, 2, 3
 #: Celery's own default; INFO would log two lines per task, in both the pipeline and
 #: the baseline.
 LOGLEVEL = "WARNING"
@@ -32,6 +47,8 @@ TEARDOWN_RESERVE = 25.0
 FIXED_LEGS_MARGIN = 30.0
 #: The memory leg plans each batch to take this much longer than the measured rate says.
 BATCH_MARGIN = 1.2
+#: In the "one dealer down" leg, one lead in this many goes to the failing dealer.
+DOWN_EVERY = 10
 #: Smallest top-up batch worth starting.
 MIN_BATCH = 1_000
 
@@ -44,26 +61,14 @@ def worker_specs(prefix: str = "", app: str = "tasks") -> list[WorkerSpec]:
     ]
 
 
-def _spread(values: Sequence[float], digits: int = 1) -> dict[str, Any]:
-    return {**measure.summary(values, digits), "runs": [round(v, digits) for v in values]}
-
-
-def _median_cpu(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    return {k: round(statistics.median(r.get(k, 0.0) for r in runs), 1) for k in runs[0]}
-
-
-def _ratio(top: Sequence[dict[str, Any]], bottom: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The ratio of the two figures' medians (what the goal is checked on), and run i of
-    one over run i of the other (they ran side by side) for the spread."""
-    paired = [a["rate"] / b["rate"] for a, b in zip(top, bottom, strict=True)]
-    value = statistics.median(a["rate"] for a in top) / statistics.median(b["rate"] for b in bottom)
-    return {
-        "value": round(value, 2),
-        "min": round(min(paired), 2),
-        "max": round(max(paired), 2),
-        "runs": [round(r, 2) for r in paired],
-        "median_of_runs": round(statistics.median(paired), 2),
-    }
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 class BenchRun:
@@ -74,6 +79,9 @@ class BenchRun:
         self.runs: dict[str, list[dict[str, Any]]] = {}
         self.checkpoints: list[dict[str, Any]] = []
         self.pids: list[int] = []
+        #: Processes a leg started and stopped itself (the Sentinel leg's).
+        self.leg_pids: list[int] = []
+        self.state: dict[str, Any] = {}
 
     def _log(self, text: str) -> None:
         self.say(f"[{self.clock.elapsed:4.0f}s] {text}")
@@ -85,7 +93,8 @@ class BenchRun:
         stack.start_redis()
         stack.start_fake()
         self.machine = report.machine(stack.redis(DB_PIPELINE))
-        pipeline_env = stack.worker_env(DB_PIPELINE)
+        retention = state.retention_env(self.plan.retention_seconds)
+        pipeline_env = stack.worker_env(DB_PIPELINE, **retention)
         baseline_env = {"BENCH_BROKER_URL": stack.redis_url(DB_BASELINE)}
         naive_env = {"BENCH_BROKER_URL": stack.redis_url(DB_NAIVE)}
         # What "the default prefork pool" is: prefork, one process per core.
@@ -106,9 +115,11 @@ class BenchRun:
                 (naive, naive_env, stack.redis_url(DB_NAIVE)),
             ]
         )
-        self.pipe = legs.pipeline_target(stack, workers[:2], DB_PIPELINE)
-        self.base = legs.chain_target(stack, workers[2:4], DB_BASELINE)
-        self.naive_workers = workers[4:]
+        n, m = len(self.pipeline_specs), len(self.pipeline_specs) + len(self.baseline_specs)
+        self.pipeline_env = pipeline_env
+        self.pipe = legs.pipeline_target(stack, workers[:n], DB_PIPELINE)
+        self.base = legs.chain_target(stack, workers[n:m], DB_BASELINE)
+        self.naive_workers = workers[m:]
         self._log(f"redis :{stack.redis_port}, fake {stack.fake_url}, {len(workers)} workers ready")
 
     def rss(self) -> int:
@@ -142,6 +153,8 @@ class BenchRun:
             self._log(f"plan shrunk to fit the budget: {self.plan}")
 
     def throughput(self) -> None:
+        """Rounds of (baseline, pipeline 0 ms, pipeline 0 ms with one dealer down),
+        interleaved so that drift on a shared machine hits them alike."""
         plan = self.plan
         baseline, pipeline = self.runs.setdefault("baseline", []), self.runs.setdefault("p0", [])
         for i in range(plan.runs):
@@ -152,7 +165,75 @@ class BenchRun:
                 f"run {i + 1}: baseline {baseline[-1]['rate']:.1f} chains/s, "
                 f"pipeline 0 ms {pipeline[-1]['rate']:.1f} leads/s"
             )
+            self._one_dealer_down(i)
         self.capacity = statistics.median(r["rate"] for r in pipeline)
+        self.state["bytes_per_lead"] = state.bytes_per_lead(self.pipe.client)
+        self._log(f"Redis bytes per delivered lead: {self.state['bytes_per_lead']}")
+
+    def _one_dealer_down(self, i: int) -> None:
+        """One lead in DOWN_EVERY goes to a dealer that answers 503 throughout: its
+        breaker opens and holds its leads in Redis, so the healthy dealer's leads keep
+        the delivery threads. Measured against the round's all-healthy pipeline run,
+        of the same size, right before."""
+        plan, pipe = self.plan, self.pipe
+        down = load.pipeline_template(self.stack.redis_url(legs.SCRATCH_DB), DOWN_PARTNER)
+        mix = [pipe.template] * (DOWN_EVERY - 2) + [down]
+        n = plan.pipeline_0ms_leads
+        healthy = n - n // DOWN_EVERY
+        runs = self.runs.setdefault("down", [])
+        # The dealer stays down for the rest of the bench (fake_reset keeps the
+        # configuration): its held leads never deliver, so never count later.
+        self.stack.fake_behaviours({DOWN_DEALER_UUID: "status:503"})
+        runs.append(pipe.run(n, plan.drain_timeout, mix=mix, counted=healthy))
+        self.stack.fake_reset()
+        self._log(
+            f"one dealer down, run {i + 1}: healthy leads {runs[-1]['rate']:.1f}/s with "
+            f"{n - healthy} of {n} leads for the failing dealer"
+        )
+
+    def webhooks(self) -> None:
+        """Pipeline 0 ms with and without a webhook for the bench partner, interleaved
+        (CONTRACT section 9: notifications must keep >= 0.8x the throughput). The
+        receiver verifies every signature; each webhook run waits until its
+        notifications are all sent, so the next run does not pay for them."""
+        plan, stack = self.plan, self.stack
+        without, with_hooks = (
+            self.runs.setdefault("p0_plain", []),
+            self.runs.setdefault("p0_hooks", []),
+        )
+        schedule = Keys().notify_schedule
+        with FakePartner(WEBHOOK_SECRET) as partner:
+            for i in range(plan.runs):
+                without.append(self.pipe.run(plan.webhook_leads, plan.drain_timeout))
+                stack.set_webhook(partner.url)
+                try:
+                    with_hooks.append(self.pipe.run(plan.webhook_leads, plan.drain_timeout))
+                    drained = _wait_until(
+                        lambda: self.pipe.client.zcard(schedule) == 0, plan.drain_timeout
+                    )
+                finally:
+                    stack.set_webhook(None)
+                self.stack.fake_reset()
+                sent = len(partner.accepted())
+                partner.clear()
+                self._log(
+                    f"webhooks run {i + 1}: pipeline 0 ms {without[-1]['rate']:.1f} leads/s "
+                    f"without, {with_hooks[-1]['rate']:.1f} with ({sent} events verified"
+                    f"{'' if drained else ', NOT drained'})"
+                )
+
+    def sentinel(self) -> None:
+        """Pipeline 0 ms with `LEADPIPE_REDIS_URL=redis+sentinel://...` (a primary, a
+        replica, three sentinels of its own), interleaved with plain runs of the same
+        size (bench/sentinel_leg.py)."""
+        env = {k: v for k, v in self.pipeline_env.items() if k != "LEADPIPE_REDIS_URL"}
+        plain, through, pids = sentinel_leg.run_leg(
+            self.stack, self.pipe, worker_specs(sentinel_leg.PREFIX), env,
+            runs=self.plan.runs, leads=self.plan.sentinel_leads,
+            timeout=self.plan.drain_timeout, log=self._log,
+        )  # fmt: skip
+        self.runs["p0_sentinel_plain"], self.runs["p0_sentinel"] = plain, through
+        self.leg_pids += pids
 
     def latency(self) -> None:
         runs = self.runs.setdefault("latency", [])
@@ -175,7 +256,7 @@ class BenchRun:
         plan = self.plan
         # The very body the pipeline sent for one of its leads, to the same dealer.
         request, dealer = self.pipe.client.hmget(
-            Keys().lead(self.sample_lead), ["request", "dealerUuid"]
+            Keys().lead(self.sample_lead), [RecordField.REQUEST, RecordField.DEALER_UUID]
         )
         body = json.loads(request or b"{}")
         naive = legs.naive_target(
@@ -215,7 +296,27 @@ class BenchRun:
         self.rss_final = self.rss()
         if self.checkpoints[-1]["leads"] != pipe.handled:
             self._checkpoint()
-        self.pids = self.stack.pids()
+        self.pids = [*self.leg_pids, *self.stack.pids()]
+
+    def steady(self) -> None:
+        """The state Redis's memory while leads expire as fast as they arrive."""
+        rate = self.capacity / 2
+        self.state["memory"] = state.steady_memory(
+            self.pipe.client, self.stack.redis_url(DB_PIPELINE), rate, self.plan.retention_seconds
+        )
+        self.pipe.handled += self.state["memory"]["leads"]
+        self._log(
+            f"steady leg at {rate:.0f}/s: state Redis memory within "
+            f"±{self.state['memory'].get('deviation_percent')}% over "
+            f"{self.state['memory']['samples']} samples"
+        )
+
+    def dead_letter_listing(self) -> None:
+        """`leadpipe dlq list` over the plan's dead letters (a database of their own)."""
+        count = self.plan.dead_letters
+        url = self.stack.redis_url(DB_DEAD_LETTERS)
+        self.state["dlq_list"] = state.dlq_list_timing(url, count)
+        self._log(f"dlq list over {count:,} dead letters: {self.state['dlq_list']}")
 
     # -- the figures ----------------------------------------------------------------
 
@@ -227,20 +328,8 @@ class BenchRun:
             "rss_final_mb": round(self.rss_final / 2**20, 1),
             "growth_percent": round(100 * (self.rss_final - self.rss_warm) / self.rss_warm, 1),
             "checkpoints": self.checkpoints,
-            "rate_per_s": _spread([r["rate"] for r in self.runs.get("memory", [])] or [0.0]),
+            "rate_per_s": spread([r["rate"] for r in self.runs.get("memory", [])] or [0.0]),
         }
-
-    def _figure(self, key: str, consumers: dict[str, str], **bound: Any) -> dict[str, Any]:
-        runs = self.runs[key]
-        out = _spread([r["rate"] for r in runs])
-        out["n_per_run"] = runs[0]["n"]
-        out["cpu_percent"] = _median_cpu([r["cpu_percent"] for r in runs])
-        out["cpu_ms_per_item"] = _median_cpu([r["cpu_ms_per_item"] for r in runs])
-        out["backlog"] = runs[len(runs) // 2]["backlog"]
-        out["limit"] = report.limit(
-            out["cpu_percent"], out["backlog"], consumers, rate=out["median"], **bound
-        )
-        return out
 
     def results(self) -> dict[str, Any]:
         plan = self.plan
@@ -249,38 +338,43 @@ class BenchRun:
         slots = DELIVER_CONCURRENCY / (plan.slow_ms / 1000)
         naive_slots = (os.cpu_count() or 1) / (plan.slow_ms / 1000)
         figures = {
-            "baseline_chain": self._figure("baseline", baseline_consumers),
-            "pipeline_0ms": self._figure("p0", pipeline_consumers),
-            "pipeline_200ms": self._figure(
-                "p200", pipeline_consumers, slots_bound=slots, slots_queue="leads.deliver",
+            "baseline_chain": figure(self.runs, "baseline", baseline_consumers),
+            "pipeline_0ms": figure(self.runs, "p0", pipeline_consumers),
+            "pipeline_200ms": figure(
+                self.runs, "p200", pipeline_consumers, slots_bound=slots, slots_queue=DELIVER_QUEUE,
                 slots_text=f"delivery slots: {DELIVER_CONCURRENCY} threads / {plan.slow_ms:g} ms "
                 f"= {slots:.0f} leads/s",
             ),
-            "naive_200ms": self._figure(
-                "naive", {NAIVE_QUEUE: "naive"}, slots_bound=naive_slots, slots_queue=NAIVE_QUEUE,
+            "naive_200ms": figure(
+                self.runs, "naive", {NAIVE_QUEUE: "naive"},
+                slots_bound=naive_slots, slots_queue=NAIVE_QUEUE,
                 slots_text=f"prefork slots: {os.cpu_count()} processes / {plan.slow_ms:g} ms "
                 f"= {naive_slots:.0f} leads/s",
             ),
         }  # fmt: skip
-        latency_runs = self.runs["latency"]
-        latency = {
-            "fake_latency_ms": 0,
-            "offered_per_s": latency_runs[0]["offered_per_s"],
-            "n_per_run": latency_runs[0]["n"],
-            "p50_ms": _spread([r["p50_ms"] for r in latency_runs]),
-            "p99_ms": _spread([r["p99_ms"] for r in latency_runs]),
-            "max_ms": _spread([r["max_ms"] for r in latency_runs]),
-            "cpu_percent": _median_cpu([r["cpu_percent"] for r in latency_runs]),
-        }
-        latency["p50_ms"]["limit"] = latency["p99_ms"]["limit"] = (
-            f"offered {latency['offered_per_s']:.0f} leads/s, half the 0 ms capacity"
-        )
+        latency = latency_figure(self.runs["latency"])
         memory = self.memory_figures()
         ratios = {
-            "ratio_0ms": _ratio(self.runs["p0"], self.runs["baseline"]),
-            "ratio_latency": _ratio(self.runs["p200"], self.runs["p0"]),
-            "speedup_200ms_vs_naive": _ratio(self.runs["p200"], self.runs["naive"]),
+            "ratio_0ms": paired_ratio(self.runs["p0"], self.runs["baseline"]),
+            "ratio_latency": paired_ratio(self.runs["p200"], self.runs["p0"]),
+            "speedup_200ms_vs_naive": paired_ratio(self.runs["p200"], self.runs["naive"]),
         }
+        if self.runs.get("down"):
+            figures["one_dealer_down"] = figure(self.runs, "down", pipeline_consumers)
+            # Per healthy lead: the failing dealer's leads still take their share of
+            # ingest and enrich, which an all-healthy batch spends on healthy leads.
+            share = 1 - 1 / DOWN_EVERY
+            scaled = [{"rate": r["rate"] / share} for r in self.runs["down"]]
+            ratios["ratio_one_dealer_down"] = paired_ratio(scaled, self.runs["p0"])
+        if self.runs.get("p0_hooks"):
+            figures["pipeline_0ms_webhooks"] = figure(self.runs, "p0_hooks", pipeline_consumers)
+            ratios["ratio_webhooks"] = paired_ratio(self.runs["p0_hooks"], self.runs["p0_plain"])
+        if self.runs.get("p0_sentinel"):
+            sentinel_consumers = {q: sentinel_leg.PREFIX + w for q, w in pipeline_consumers.items()}
+            figures["pipeline_0ms_sentinel"] = figure(self.runs, "p0_sentinel", sentinel_consumers)
+            ratios["ratio_sentinel"] = paired_ratio(
+                self.runs["p0_sentinel"], self.runs["p0_sentinel_plain"]
+            )
         results: dict[str, Any] = {
             "baseline_chain_per_s": figures["baseline_chain"]["median"],
             "pipeline_0ms_per_s": figures["pipeline_0ms"]["median"],
@@ -289,9 +383,19 @@ class BenchRun:
             "naive_200ms_per_s": figures["naive_200ms"]["median"],
             "ratio_latency": ratios["ratio_latency"]["value"],
             "speedup_200ms_vs_naive": ratios["speedup_200ms_vs_naive"]["value"],
+            "ratio_one_dealer_down": ratios.get("ratio_one_dealer_down", {}).get("value"),
+            "ratio_webhooks": ratios.get("ratio_webhooks", {}).get("value"),
+            "pipeline_0ms_sentinel_per_s": figures.get("pipeline_0ms_sentinel", {}).get("median"),
+            "ratio_sentinel": ratios.get("ratio_sentinel", {}).get("value"),
             "latency_p50_ms": latency["p50_ms"]["median"],
             "latency_p99_ms": latency["p99_ms"]["median"],
             "rss_growth_percent": memory["growth_percent"],
+            "redis_bytes_per_lead": self.state.get("bytes_per_lead", {}).get("median"),
+            "state_memory_deviation_percent": self.state.get("memory", {}).get("deviation_percent"),
+            "dlq_list_100k_seconds": self.state.get("dlq_list", {})
+            .get("command_seconds", {})
+            .get("dlq list"),
+            "state": self.state,
             "figures": figures,
             "ratios": ratios,
             "latency": latency,
@@ -313,5 +417,7 @@ class BenchRun:
             "pipeline_200ms": figures["pipeline_200ms"]["cpu_percent"],
             "naive_200ms": figures["naive_200ms"]["cpu_percent"],
         }
+        if "one_dealer_down" in figures:
+            results["cpu_percent"]["one_dealer_down"] = figures["one_dealer_down"]["cpu_percent"]
         results["goals"] = report.goal_rows(results)
         return results

@@ -36,6 +36,9 @@ USERNAME = "bench"
 PASSWORD = "bench-password"  # noqa: S105 - the fake's own stand-in credential
 #: The dealer every bench lead is routed to.
 DEALER_UUID = "d-bench"
+#: The dealer of partner `bench-down`, whose endpoint fails in the "one dealer down" leg.
+DOWN_PARTNER = "bench-down"
+DOWN_DEALER_UUID = "d-bench-down"
 ROUTING = f"""
 [defaults]
 dealer_uuid = "{DEALER_UUID}"
@@ -44,7 +47,29 @@ dealer_code = "BM"
 source = "MMC"
 lead_type = "SERVICE_DEMAND"
 services = [{{ code = "VSC", name = "Vehicle service contract" }}]
+
+[partners.{DOWN_PARTNER}]
+dealer_uuid = "{DOWN_DEALER_UUID}"
 """
+#: The variable holding the bench partner's webhook secret, and the secret itself (a
+#: stand-in made for the bench, 32 bytes of base64).
+WEBHOOK_SECRET_ENV = "BENCH_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+WEBHOOK_SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi"  # noqa: S105 - a stand-in
+#: Seconds to wait after rewriting the routing file: workers reread it within 0.5 s.
+ROUTING_RELOAD_SECONDS = 1.2
+
+
+def routing_text(webhook_url: str | None = None) -> str:
+    """The bench routing file; with `webhook_url`, partner `bench` (every bench lead's)
+    notifies that endpoint (CONTRACT section 9)."""
+    if webhook_url is None:
+        return ROUTING
+    return ROUTING + (
+        f'\n[partners.bench]\nwebhook = {{ url = "{webhook_url}", '
+        f'secret_env = "{WEBHOOK_SECRET_ENV}" }}\n'
+    )
+
+
 #: The checkout: workers run from here, so `-A bench.baseline_app` imports.
 REPO = Path(__file__).resolve().parent.parent
 #: `leadpipe fake-mykaarma`, run by this interpreter (no PATH lookup).
@@ -143,16 +168,29 @@ class Stack:
     def fake_latency(self, latency_ms: float) -> None:
         self.fake_call("/_fake/config", {"latency_ms": latency_ms})
 
+    def fake_behaviours(self, behaviours: Mapping[str, str]) -> None:
+        self.fake_call("/_fake/config", {"behaviours": dict(behaviours)})
+
     def fake_reset(self) -> None:
         """Forget the requests the fake recorded (it keeps each in memory)."""
         self.fake_call("/_fake/reset", {})
 
     # -- workers --------------------------------------------------------------------
 
+    def set_webhook(self, url: str | None) -> None:
+        """Turn the bench partner's webhook on (`url`) or off, by rewriting the routing
+        file as an operator would (atomically); the workers pick it up on their own."""
+        routing = self.workdir / "routing.toml"
+        staged = routing.with_suffix(".new")
+        staged.write_text(routing_text(url))
+        staged.replace(routing)
+        time.sleep(ROUTING_RELOAD_SECONDS)
+
     def worker_env(self, db: int, **extra: str) -> dict[str, str]:
         routing = self.workdir / "routing.toml"
         routing.write_text(ROUTING)
         env = {
+            WEBHOOK_SECRET_ENV: WEBHOOK_SECRET,
             "LEADPIPE_REDIS_URL": self.redis_url(db),
             "MYKAARMA_BASE_URL": self.fake_url,
             "MYKAARMA_USERNAME": USERNAME,

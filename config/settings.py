@@ -7,10 +7,13 @@ than failing on the first lead hours later.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.urls import STATE_VARIABLE, check_broker_url, check_state_url
+from pipeline.errors import SettingsError as SettingsError  # its home is the vocabulary
 
 #: Total delivery attempts before a transient failure is dead-lettered as `exhausted`.
 RETRY_MAX_ATTEMPTS = 8
@@ -20,8 +23,9 @@ RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_DELAY_SECONDS = 600.0
 #: Connect + read timeout of one POST to myKaarma, seconds.
 HTTP_TIMEOUT_SECONDS = 10.0
-#: Where the embedded Redis keeps its files.
-DEFAULT_HOME = Path(".leadpipe")
+#: Where the embedded Redis keeps its files: one absolute place per user, so
+#: `leadpipe submit` run from any directory finds the same embedded Redis.
+DEFAULT_HOME = Path("~/.leadpipe")
 #: myKaarma's production API root.
 MYKAARMA_BASE_URL = "https://api.mykaarma.com"
 #: A lead not in a terminal state and untouched this long is re-enqueued by the sweeper.
@@ -31,17 +35,32 @@ LEASE_SECONDS = 90.0
 #: 64 hides a 200 ms myKaarma at ~300 leads/s (`make bench`: 32 capped it at 160/s),
 #: at the cost of up to 64 pooled connections to myKaarma per worker.
 DELIVER_CONCURRENCY = 64
+#: A lead not delivered this long after receipt ends dead `expired`, hours (three days:
+#: a lead older than that is no longer a warm lead for the dealer).
+MAX_LEAD_AGE_HOURS = 72.0
+#: Consecutive transient failures that open a dealer's breaker.
+BREAKER_FAILURES = 5
+#: First wait before a probe, seconds; doubles per failed probe up to the retry cap.
+BREAKER_COOLDOWN_SECONDS = 30.0
+#: A lease must outlast this many HTTP timeouts: one POST may spend a full timeout
+#: connecting and another reading, and a lease that ends mid-POST lets a second worker
+#: POST the same lead.
+LEASE_HTTP_TIMEOUTS = 2
+#: How long a delivered or duplicate lead is kept, days (CONTRACT section 7).
+RETENTION_DAYS = 30.0
+#: How long a dead letter is kept unless replayed or purged, days.
+DEAD_RETENTION_DAYS = 90.0
+#: Attempts to send one outcome notification before it is kept as `failed`. With the
+#: lead backoff (2 s doubling, 10 min cap) twelve attempts span about an hour: a
+#: partner's deploy or short outage is ridden out, a dead endpoint stops costing.
+NOTIFY_MAX_ATTEMPTS = 12
+#: Threads sending notifications per worker: partners' endpoints are few and quick;
+#: a slow one holds only these threads, never a lead's delivery thread.
+NOTIFY_CONCURRENCY = 8
 #: Largest accepted payload (serialized JSON, bytes); larger ones are dead `invalid`.
 MAX_PAYLOAD_BYTES = 1_000_000
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp://", "amqps://", "pyamqp://")
-
-
-class SettingsError(Exception):
-    """The environment holds a value leadpipe cannot run with; the message names it."""
 
 
 class Settings(BaseSettings):
@@ -84,7 +103,62 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         default=MAX_PAYLOAD_BYTES, ge=1024, alias="LEADPIPE_MAX_PAYLOAD_BYTES"
     )
+    max_lead_age_hours: PositiveSeconds = Field(
+        default=MAX_LEAD_AGE_HOURS, alias="LEADPIPE_MAX_LEAD_AGE_HOURS"
+    )
+    breaker_failures: int = Field(
+        default=BREAKER_FAILURES, ge=1, le=1_000_000, alias="LEADPIPE_BREAKER_FAILURES"
+    )
+    breaker_cooldown_seconds: PositiveSeconds = Field(
+        default=BREAKER_COOLDOWN_SECONDS, alias="LEADPIPE_BREAKER_COOLDOWN_SECONDS"
+    )
     flower_basic_auth: SecretStr | None = Field(default=None, alias="LEADPIPE_FLOWER_BASIC_AUTH")
+    retention_days: float = Field(default=RETENTION_DAYS, gt=0, alias="LEADPIPE_RETENTION_DAYS")
+    dead_retention_days: float = Field(
+        default=DEAD_RETENTION_DAYS, gt=0, alias="LEADPIPE_DEAD_RETENTION_DAYS"
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        """`~` expanded and made absolute once, so every process agrees on the place."""
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_post(self) -> Settings:
+        if self.lease_seconds <= LEASE_HTTP_TIMEOUTS * self.http_timeout_seconds:
+            raise ValueError(
+                f"LEADPIPE_LEASE_SECONDS ({self.lease_seconds:g}) must be more than "
+                f"{LEASE_HTTP_TIMEOUTS} x LEADPIPE_HTTP_TIMEOUT_SECONDS "
+                f"({self.http_timeout_seconds:g}): a lease that ends while a POST is still "
+                "running lets another worker POST the same lead"
+            )
+        return self
+
+    @property
+    def retention_seconds(self) -> float:
+        """LEADPIPE_RETENTION_DAYS in seconds."""
+        return self.retention_days * 86_400
+
+    @property
+    def dead_retention_seconds(self) -> float:
+        """LEADPIPE_DEAD_RETENTION_DAYS in seconds."""
+        return self.dead_retention_days * 86_400
+
+    notify_max_attempts: int = Field(
+        default=NOTIFY_MAX_ATTEMPTS, ge=1, le=1000, alias="LEADPIPE_NOTIFY_MAX_ATTEMPTS"
+    )
+    notify_concurrency: int = Field(
+        default=NOTIFY_CONCURRENCY, ge=1, le=256, alias="LEADPIPE_NOTIFY_CONCURRENCY"
+    )
+    #: Flower's remote control (shutdown, pool restart, autoscale, consumers, revoke,
+    #: sending tasks): off unless set, since anyone with Flower's password could use it.
+    flower_allow_control: bool = Field(default=False, alias="LEADPIPE_FLOWER_ALLOW_CONTROL")
+    #: RabbitMQ only: `quorum` declares leadpipe's queues as quorum queues (replicated;
+    #: recommended in production); `classic` keeps queues declared before as they are.
+    amqp_queue_type: Literal["classic", "quorum"] = Field(
+        default="classic", alias="LEADPIPE_AMQP_QUEUE_TYPE"
+    )
 
     @field_validator("redis_url", "broker_url_override", "routing_file", mode="before")
     @classmethod
@@ -97,16 +171,19 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(REDIS_SCHEMES):
-            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
-        return value
+        return None if value is None else check_state_url(value)
 
     @field_validator("broker_url_override")
     @classmethod
     def _broker_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(BROKER_SCHEMES):
-            raise ValueError(f"must start with one of {', '.join(BROKER_SCHEMES)}")
-        return value
+        return None if value is None else check_broker_url(value)
+
+    @model_validator(mode="after")
+    def _redis_as_broker(self) -> Settings:
+        """Without LEADPIPE_BROKER_URL the state Redis is the broker too: it must be one."""
+        if self.broker_url_override is None and self.redis_url is not None:
+            check_broker_url(self.redis_url, STATE_VARIABLE)
+        return self
 
     @field_validator("mykaarma_base_url")
     @classmethod
@@ -121,6 +198,10 @@ class Settings(BaseSettings):
         if value is not None and ":" not in value.get_secret_value():
             raise ValueError("must be user:password")
         return value
+
+    @property
+    def max_lead_age_seconds(self) -> float:
+        return self.max_lead_age_hours * 3600.0
 
     def require_mykaarma_credentials(self) -> tuple[str, SecretStr]:
         """The basic-auth pair a delivering worker needs, or a clear refusal to start."""
@@ -139,6 +220,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "settings"
-            problems.append(f"{name}: {error['msg']}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            name = str(error["loc"][0]) if error["loc"] else ""
+            if not message.startswith(name):  # a check of several names them itself
+                message = f"{name}: {message}"
+            problems.append(message)
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

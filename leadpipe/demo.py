@@ -16,11 +16,13 @@ the fake) would otherwise take them over. Its transaction ids are new on every r
 
 from __future__ import annotations
 
+import base64
 import secrets
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -32,14 +34,26 @@ from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
 from config import Settings
-from leadpipe.demo_samples import BEHAVIOURS, ROUTING, DemoReport, Tracked, samples
+from leadpipe.demo_samples import (
+    BEHAVIOURS,
+    OUTAGE_DEALER,
+    WEBHOOK_SECRET_ENV,
+    DemoReport,
+    Tracked,
+    routing,
+    samples,
+)
 from leadpipe.fake_mykaarma import FakeMyKaarma
-from leadpipe.metrics import queue_depths
+from leadpipe.fake_partner import FakePartner
 from leadpipe.runner import WorkerProcess, default_specs
+from pipeline.breaker import BreakerState
 from pipeline.states import LeadState
 from store.embedded import embedded_redis_running, ensure_embedded_redis, stop_embedded_redis
 from store.records import LeadStore
 from store.views import lead_view
+from tasks.depths import redis_queue_depths
+from tasks.fetch import held_count
+from tasks.queues import INGEST_QUEUE, INGEST_TASK
 
 #: Database of the embedded Redis that belongs to the demo (emptied at each start).
 DEMO_DATABASE = 12
@@ -53,6 +67,8 @@ WORKER_STOP_TIMEOUT_SECONDS = 15.0
 POLL_SECONDS = 0.1
 #: Delivery threads of the demo's worker: eight leads need no more.
 DELIVER_THREADS = 8
+#: How long acme's webhook events may take to arrive once its leads settled, seconds.
+WEBHOOK_TIMEOUT_SECONDS = 15.0
 #: Wait for `control.ping` answers from other workers on a shared Redis, seconds.
 PING_TIMEOUT_SECONDS = 1.0
 
@@ -65,6 +81,10 @@ WORKER_SETTINGS = {
     "LEADPIPE_HTTP_TIMEOUT_SECONDS": "5",
     "LEADPIPE_LEASE_SECONDS": "30",
     "LEADPIPE_DELIVER_CONCURRENCY": str(DELIVER_THREADS),
+    # The outage dealer's breaker opens after three 503s in a row (the flaky dealer
+    # fails only twice per lead) and probes after half a second.
+    "LEADPIPE_BREAKER_FAILURES": "3",
+    "LEADPIPE_BREAKER_COOLDOWN_SECONDS": "0.5",
     "LEADPIPE_BROKER_URL": "",  # blank means unset: the demo's broker is its Redis
 }
 
@@ -101,6 +121,7 @@ class DemoStack:
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workers: list[WorkerProcess] = field(default_factory=list)
     fake: FakeMyKaarma | None = None
+    partner: FakePartner | None = None
     url: str = ""
     _started_redis: bool = False
     _clients: list[Any] = field(default_factory=list)
@@ -109,6 +130,7 @@ class DemoStack:
         try:
             self._redis()
             self._fake()
+            self._partner()
             self._workers()
         except BaseException:
             self.close()
@@ -129,7 +151,9 @@ class DemoStack:
             self.url = f"{base}/{DEMO_DATABASE}"
             how = "started by the demo" if self._started_redis else "already running"
             self.notify(
-                "redis", f"embedded under {home} ({how}), database {DEMO_DATABASE}: {self.url}"
+                "redis",
+                f"embedded under {home} ({how}), database {DEMO_DATABASE}: "
+                f"{maybe_sanitize_url(self.url)}",
             )
         self.redis = redis.Redis.from_url(self.url, socket_timeout=10)
         self._clients.append(self.redis)
@@ -144,12 +168,13 @@ class DemoStack:
 
     def _check_shared_redis(self) -> None:
         keys = self.store.keys
-        waiting = sum(queue_depths(self.redis).values())
+        waiting = sum(redis_queue_depths(self.redis).values())
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(keys.active)
         pipe.zcard(keys.retry)
         pipe.hlen("unacked")
         active, retries, unacked = pipe.execute()
+        unacked += held_count(self.redis)
         others = self.upstream.control.ping(timeout=PING_TIMEOUT_SECONDS)
         problems = [
             f"{n} {what}"
@@ -176,17 +201,26 @@ class DemoStack:
         ).start()
         self.notify("fake", f"fake myKaarma on {self.fake.url} ({BEHAVIOURS})")
 
+    def _partner(self) -> None:
+        """acme's webhook receiver: it verifies every signature with the
+        `standardwebhooks` package, and answers 503 to each event's first try so the
+        demo shows a retry under the same webhook-id."""
+        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        self.partner = FakePartner(self.webhook_secret, fail_first=1).start()
+        self.notify("partner", f"acme's webhook receiver on {self.partner.url}")
+
     def _workers(self) -> None:
-        assert self.fake is not None
-        routing = self.workdir / "routing.toml"
-        routing.write_text(ROUTING)
+        assert self.fake is not None and self.partner is not None
+        routing_file = self.workdir / "routing.toml"
+        routing_file.write_text(routing(self.partner.url))
         env = {
             **WORKER_SETTINGS,
+            WEBHOOK_SECRET_ENV: self.webhook_secret,
             "LEADPIPE_REDIS_URL": self.url,
             "MYKAARMA_BASE_URL": self.fake.url,
             "MYKAARMA_USERNAME": USERNAME,
             "MYKAARMA_PASSWORD": self.password,
-            "LEADPIPE_ROUTING_FILE": str(routing),
+            "LEADPIPE_ROUTING_FILE": str(routing_file),
         }
         for spec in default_specs(DELIVER_THREADS):
             spec = replace(spec, name=f"demo-{spec.name}-{self.run}")
@@ -214,6 +248,8 @@ class DemoStack:
                 self.notify("stopped", "workers stopped")
             if self.fake is not None:
                 self.fake.stop()
+            if self.partner is not None:
+                self.partner.stop()
             for client in self._clients:
                 client.close()
             self._clients.clear()
@@ -225,10 +261,10 @@ class DemoStack:
     def send(self, tracked: Tracked) -> None:
         """Send one lead exactly as an upstream system does: a bare Celery send_task."""
         result = self.upstream.send_task(
-            "leads.ingest",
+            INGEST_TASK,
             args=[tracked.sample.payload],
             kwargs={"partner": tracked.sample.partner},
-            queue="leads.ingest",
+            queue=INGEST_QUEUE,
         )
         tracked.lead_id = str(result.id)
 
@@ -249,6 +285,61 @@ class DemoStack:
                 t.record = lead_view(self.store, t.lead_id)
         return changed
 
+    def webhooks(self, leads: list[Tracked], timeout: float) -> list[dict[str, Any]]:
+        """The events acme's receiver accepted (verified, answered 2xx), once one has
+        arrived for each of acme's settled leads or `timeout` passes."""
+        assert self.partner is not None
+        wanted = {t.lead_id for t in leads if t.sample.partner == "acme" and t.done}
+        deadline = time.monotonic() + timeout
+        while True:
+            accepted = self.partner.accepted()
+            seen = {r.body["data"]["leadId"] for r in accepted}
+            if wanted <= seen or time.monotonic() > deadline:
+                break
+            time.sleep(POLL_SECONDS)
+        tries = Counter(r.webhook_id for r in self.partner.received)
+        return [
+            {
+                "type": r.body["type"],
+                "leadId": r.body["data"]["leadId"],
+                "webhookId": r.webhook_id,
+                "tries": tries[r.webhook_id],
+                "verified": r.verified,
+            }
+            for r in accepted
+        ]
+
+
+@dataclass
+class OutageScene:
+    """The outage dealer's story: its breaker opens (the demo then brings the fake
+    dealer back up), a probe succeeds, the breaker closes and the held leads go."""
+
+    stack: DemoStack
+    opened: bool = False
+    closed: bool = False
+
+    def step(self) -> None:
+        if self.closed:
+            return
+        dealers = self.stack.store.dealers
+        b = dealers.breaker(OUTAGE_DEALER)
+        if not self.opened and b.state == BreakerState.OPEN:
+            self.opened = True
+            self.stack.notify(
+                "breaker",
+                f"{OUTAGE_DEALER}: breaker open after {b.failures} failures in a row; its "
+                "leads are held in Redis, not retried. The fake dealer is back up now.",
+            )
+            assert self.stack.fake is not None
+            self.stack.fake.configure(behaviours={**BEHAVIOURS, OUTAGE_DEALER: "ok"})
+        elif self.opened and b.state == BreakerState.CLOSED:
+            self.closed = True
+            self.stack.notify(
+                "breaker",
+                f"{OUTAGE_DEALER}: a probe got 200, breaker closed; held leads released",
+            )
+
 
 def run_demo(
     settings: Settings,
@@ -267,7 +358,9 @@ def run_demo(
                 stack.send(t)
         on_change(leads, time.monotonic() - started)
         deadline = sent_at + SETTLE_TIMEOUT_SECONDS
+        outage = OutageScene(stack)
         while not all(t.done for t in leads) and time.monotonic() < deadline:
+            outage.step()
             changed = stack.refresh(leads)
             for t in leads:
                 first = by_key[t.sample.after] if t.sample.after else None
@@ -289,6 +382,7 @@ def run_demo(
         timed_out = not all(t.done for t in leads)
         if timed_out:
             notify("timeout", stack.worker_logs())
+        webhooks = stack.webhooks(leads, WEBHOOK_TIMEOUT_SECONDS)
         redis_shown = maybe_sanitize_url(stack.url)
         workers = [{"name": w.spec.name, "pid": w.pid} for w in stack.workers]
-    return DemoReport(leads, time.monotonic() - started, redis_shown, timed_out, workers)
+    return DemoReport(leads, time.monotonic() - started, redis_shown, timed_out, workers, webhooks)

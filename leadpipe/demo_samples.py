@@ -2,19 +2,23 @@
 
 One sample per case of CONTRACT section 4 a newcomer should see: each vehicle
 identification method, invalid input, a duplicate, an unroutable lead, a rejection by
-myKaarma and a flaky myKaarma. The fake myKaarma's `BEHAVIOURS` and `ROUTING` give
-the rejecting and the flaky dealer.
+myKaarma and a flaky myKaarma; and a dealer whose endpoint is down, so its breaker
+opens, holds its leads, and closes again (section 8). The fake myKaarma's `BEHAVIOURS`
+and `ROUTING` give the rejecting, the flaky and the failing dealer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from string import Template
 from typing import Any
 
 from pipeline.states import TERMINAL_STATES, LeadState
 
 #: How the fake myKaarma answers the demo's dealers (every other dealer: 200).
-BEHAVIOURS = {"demo-picky": "reject", "demo-flaky": "flaky:2"}
+BEHAVIOURS = {"demo-picky": "reject", "demo-flaky": "flaky:2", "demo-outage": "status:503"}
+#: The dealer whose endpoint answers 503 until its breaker opens (`leadpipe.demo`).
+OUTAGE_DEALER = "demo-outage"
 #: The routing file the demo's workers read.
 ROUTING = """\
 # Written by `leadpipe demo`; removed when it ends.
@@ -27,6 +31,8 @@ services = [{ code = "VSC", name = "Vehicle service contract" }]
 dealer_uuid = "demo-main-street"
 dealer_name = "Main Street Motors"
 dealer_code = "MSM"
+# acme's outcome notifications: a receiver the demo runs, verifying each signature
+webhook = { url = "$webhook_url", secret_env = "$secret_env" }
 
 [partners.picky]
 dealer_uuid = "demo-picky"      # the fake answers 400
@@ -34,10 +40,20 @@ dealer_uuid = "demo-picky"      # the fake answers 400
 [partners.flaky]
 dealer_uuid = "demo-flaky"      # the fake answers 503 twice per lead
 
+[partners.outage]
+dealer_uuid = "demo-outage"     # the fake answers 503 until the breaker opens
+
 [states.TX]
 dealer_uuid = "demo-lone-star"  # leads from Texas, when the partner has no section
 dealer_name = "Lone Star Auto"
 """
+#: The variable holding the demo partner's webhook secret (made anew on every run).
+WEBHOOK_SECRET_ENV = "LEADPIPE_DEMO_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+
+
+def routing(webhook_url: str) -> str:
+    """The demo's routing file, with acme's webhook pointing at the demo's receiver."""
+    return Template(ROUTING).substitute(webhook_url=webhook_url, secret_env=WEBHOOK_SECRET_ENV)
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,13 @@ def samples(run: str) -> list[Sample]:
             "vehicle": {"vin": "1HGCM82633A004352", "state": "CA", "mileage": 30500},
             "transactionId": f"demo-{run}-8",
         }, "delivered"),
+    ] + [
+        Sample(f"breaker_{n}", "dealer down: breaker opens, holds, closes", "outage", {
+            "lead": _lead("Frances", "Allen", f"frances{n}@example.com"),
+            "vehicle": {"vin": "1HGCM82633A004352", "state": "CA", "mileage": 15000 + n},
+            "transactionId": f"demo-{run}-outage-{n}",
+        }, "delivered")
+        for n in (1, 2, 3)
     ]  # fmt: skip
 
 
@@ -202,10 +225,12 @@ class DemoReport:
     redis: str
     timed_out: bool
     workers: list[dict[str, Any]] = field(default_factory=list)
+    #: Events acme's receiver accepted, each verified: type, leadId, webhookId, tries.
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.timed_out and all(t.ok for t in self.leads)
+        return not self.timed_out and all(t.ok for t in self.leads) and bool(self.webhooks)
 
     def counts(self) -> dict[str, int]:
         """The demo's own leads by final state (dead ones by reason)."""
@@ -222,5 +247,6 @@ class DemoReport:
             "timedOut": self.timed_out,
             "workers": self.workers,
             "counts": self.counts(),
+            "webhooks": self.webhooks,
             "leads": [t.to_json() for t in self.leads],
         }

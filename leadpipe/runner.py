@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.queues import CPU_QUEUES, IO_QUEUES
+from config.settings import NOTIFY_CONCURRENCY
+from tasks.queues import CPU_QUEUES, IO_QUEUES, NOTIFY_QUEUES
 
 #: How long a worker may take to say "ready", seconds.
 READY_TIMEOUT_SECONDS = 60.0
@@ -48,12 +49,19 @@ class WorkerSpec:
         return args + list(self.extra_args)
 
 
-def default_specs(deliver_concurrency: int, loglevel: str = "INFO") -> list[WorkerSpec]:
+def default_specs(
+    deliver_concurrency: int,
+    loglevel: str = "INFO",
+    notify_concurrency: int = NOTIFY_CONCURRENCY,
+) -> list[WorkerSpec]:
     """The sensible pools per queue: validation is CPU-bound and short, delivery waits
-    on myKaarma. Two processes use both cores; the delivery threads hide the latency."""
+    on myKaarma, notifications wait on partners. Two processes use both cores; the
+    delivery threads hide the latency; notifications have a process and threads of
+    their own, so a slow partner endpoint never holds a thread a lead needs."""
     return [
         WorkerSpec("cpu", CPU_QUEUES, "threads", CPU_THREADS, loglevel),
         WorkerSpec("io", IO_QUEUES, "threads", deliver_concurrency, loglevel),
+        WorkerSpec("notify", NOTIFY_QUEUES, "threads", notify_concurrency, loglevel),
     ]
 
 

@@ -4,14 +4,21 @@ This is the one place that looks at HTTP status codes and `requests` exceptions:
 
     2xx                                         Delivered
     408, 425, 429, 5xx, timeout, network error  TransientFailure   (retry with backoff)
+    401, 403                                    RejectedByMyKaarma with `access` set
+                                                (the dealer's breaker opens; the lead is held)
     any other 4xx                               RejectedByMyKaarma (dead letter at once)
     1xx, 3xx, other                             TransientFailure   (see below)
 
-A 2xx is always `Delivered`, even with an unreadable body: myKaarma has the lead, and
-sending it again would risk a duplicate. Redirects are not followed (a POST turned into
+A 2xx is always `Delivered`, whatever its body (empty, huge, not JSON, JSON nested
+100,000 deep): myKaarma has the lead, and sending it again would risk a duplicate.
+Reading the body never raises out of `deliver`: an answer whose body cannot be read
+is classified by its status alone. Redirects are not followed (a POST turned into
 a GET, credentials sent elsewhere); a 3xx means a wrong base URL or a maintenance page,
 which a person can fix, so it is retried and ends `exhausted`, replayable, rather than
 `rejected` as if the lead itself were bad.
+
+These three outcome values are the failure vocabulary of the lead flow: the stages
+(`pipeline/stages.py`) decide on them, and nothing raises for what myKaarma answers.
 
 Credentials live only in the session's auth object; they never appear in a repr, a
 log line, an outcome or an exception message.
@@ -28,22 +35,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 from pydantic import SecretStr
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
-from pipeline.errors import LeadError, MyKaarmaUnavailable, Rejected
+from pipeline.breaker import Answer
+from pipeline.http_session import pooled_session
 from pipeline.mykaarma import MyKaarmaResponse
 
 logger = logging.getLogger(__name__)
 
 #: Statuses below 500 that mean "try again later": Request Timeout, Too Early, Too Many.
 TRANSIENT_4XX = frozenset({408, 425, 429})
+#: Statuses that refuse us rather than the lead: bad credentials, a dealer that forbids us.
+ACCESS_DENIED = {401: Answer.UNAUTHORIZED, 403: Answer.FORBIDDEN}
 #: Longest excerpt of a response body kept in an outcome, characters.
 BODY_EXCERPT_CHARS = 500
 #: Most of a response body read, bytes: myKaarma's envelopes are a few hundred bytes;
@@ -53,12 +61,6 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 HOST_POOLS = 4
 #: The path of "Insert leads" under the API root.
 LEADS_PATH = "/leads/v2/dealer/"
-
-try:
-    _VERSION = version("leadpipe")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _VERSION = "0+unknown"
-USER_AGENT = f"leadpipe/{_VERSION}"
 
 _DELTA_SECONDS = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 #: A header value requests accepts as is: visible ASCII and spaces, no CR/LF.
@@ -90,6 +92,9 @@ class RejectedByMyKaarma:
 
     status: int
     error: dict[str, Any] | str | None
+    #: Set for 401 (our credentials, every dealer) and 403 (this dealer refuses us):
+    #: not the lead's fault, so the lead is held rather than dead (CONTRACT section 4).
+    access: Answer | None = None
 
 
 DeliveryOutcome = Delivered | TransientFailure | RejectedByMyKaarma
@@ -128,8 +133,6 @@ class MyKaarmaClient:
         pool_size: int = 32,
         verify: bool | str = True,
     ) -> None:
-        if verify is False:
-            raise ValueError("TLS verification cannot be turned off; pass a CA bundle path")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("base_url must be an http:// or https:// URL with a host")
@@ -142,22 +145,14 @@ class MyKaarmaClient:
         self._timeouts = (timeout, timeout)  # (connect, read)
         self._verify = verify
 
-        session = requests.Session()
-        adapter = HTTPAdapter(
-            pool_connections=HOST_POOLS, pool_maxsize=pool_size, max_retries=0, pool_block=False
+        session = pooled_session(
+            host_pools=HOST_POOLS,
+            pool_size=pool_size,
+            verify=verify,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
         session.auth = _BasicAuth(username, password)
-        session.verify = verify
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # stateless API
-        session.headers.update(
-            {
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            }
-        )
         self._session = session
 
     def url_for(self, dealer_uuid: str) -> str:
@@ -200,8 +195,17 @@ class MyKaarmaClient:
                 content = b""
             finally:
                 response.close()
-            outcome = classify(response.status_code, content, response.headers)
-        logger.debug("lead %s: POST dealer %s -> %s", lead_id, dealer_uuid, _summary(outcome))
+            try:
+                outcome = classify(response.status_code, content, response.headers)
+            except Exception as exc:  # a body no parser copes with: the status decides
+                logger.warning(
+                    "lead %s: HTTP %s body unreadable: %s",
+                    lead_id,
+                    response.status_code,
+                    type(exc).__name__,
+                )
+                outcome = classify(response.status_code, b"", response.headers)
+        logger.debug("lead %s: POST dealer %s -> %s", lead_id, dealer_uuid, summary(outcome))
         return outcome
 
     def close(self) -> None:
@@ -240,14 +244,24 @@ def classify(status: int, content: bytes, headers: Mapping[str, str]) -> Deliver
         )
     if 400 <= status < 500:
         envelope = _envelope(content)
+        access = ACCESS_DENIED.get(status)
         if envelope is not None and envelope.error is not None:
             return RejectedByMyKaarma(
-                status, envelope.error.model_dump(by_alias=True, exclude_none=True)
+                status, envelope.error.model_dump(by_alias=True, exclude_none=True), access
             )
-        return RejectedByMyKaarma(status, _excerpt(content) or None)
+        return RejectedByMyKaarma(status, _excerpt(content) or None, access)
     where = headers.get("Location")
     detail = f" to {_excerpt(where.encode())}" if 300 <= status < 400 and where else ""
     return TransientFailure(status, f"unexpected HTTP {status}{detail}")
+
+
+def breaker_answer(outcome: DeliveryOutcome) -> Answer:
+    """What an outcome means to the dealer's breaker (pipeline/breaker.py)."""
+    if isinstance(outcome, Delivered):
+        return Answer.DELIVERED
+    if isinstance(outcome, TransientFailure):
+        return Answer.TRANSIENT
+    return outcome.access or Answer.REJECTED
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -270,25 +284,6 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
-def outcome_as_error(outcome: DeliveryOutcome, *, lead_id: str | None = None) -> LeadError | None:
-    """The `pipeline.errors` exception for a failed outcome; None when delivered."""
-    if isinstance(outcome, TransientFailure):
-        return MyKaarmaUnavailable(
-            f"myKaarma unavailable: {outcome.error}",
-            lead_id=lead_id,
-            status=outcome.status,
-            retry_after=outcome.retry_after,
-        )
-    if isinstance(outcome, RejectedByMyKaarma):
-        return Rejected(
-            f"myKaarma rejected the lead with HTTP {outcome.status}",
-            lead_id=lead_id,
-            status=outcome.status,
-            error=outcome.error,
-        )
-    return None
-
-
 def _read_body(response: requests.Response) -> bytes:
     """At most `MAX_RESPONSE_BYTES` of the body; a fully read connection goes back to the pool."""
     chunks: list[bytes] = []
@@ -302,15 +297,17 @@ def _read_body(response: requests.Response) -> bytes:
 
 
 def _envelope(content: bytes) -> MyKaarmaResponse | None:
+    """myKaarma's envelope, or None for any body that is not one: not JSON, not an
+    object, nested too deep for the parser (RecursionError), or of the wrong shape."""
     if not content.strip():
         return None
     try:
         document = json.loads(content)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        if not isinstance(document, dict):
+            return None
+        return MyKaarmaResponse.model_validate(document)
+    except (ValueError, RecursionError):  # JSON, UTF-8 and pydantic's errors are ValueErrors
         return None
-    if not isinstance(document, dict):
-        return None
-    return MyKaarmaResponse.model_validate(document)
 
 
 def _error_text(content: bytes) -> str:
@@ -339,7 +336,7 @@ def _header_safe(value: str) -> str:
     return value if _PLAIN_HEADER.fullmatch(value) else quote(value, safe="")
 
 
-def _summary(outcome: DeliveryOutcome) -> str:
+def summary(outcome: DeliveryOutcome) -> str:
     """An outcome for a log line: statuses only, never a response body (it may echo data)."""
     if isinstance(outcome, Delivered):
         return f"delivered (HTTP {outcome.status})"

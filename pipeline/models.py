@@ -2,11 +2,16 @@
 
 The models are strict: they validate a payload *after* `pipeline.normalize`, so a
 string is never a number, a bool is not a mileage and 1.5 is not a year. Fields the
-seed leaves unbounded get generous bounds (make/model 50, partner/transactionId 100,
-utmParameters 2000 characters) so that hostile input cannot balloon.
+seed leaves unbounded get generous bounds (the `*_MAX_CHARS` constants below) so that
+hostile input cannot balloon.
 
-Contract rules beyond the seed (the North American VIN check digit, which
-identification wins, enrichment from the VIN) live in `pipeline.validation`.
+The constants below are the one place for every bound: `pipeline.validation` words
+its messages from them and `pipeline.vin` decodes model years within them.
+
+Contract rules beyond the seed (a VIN's legal characters and its North American check
+digit, which identification wins, enrichment from the VIN) live in
+`pipeline.validation`: a VIN that fails them is set aside when another identification
+is usable, so the model checks only the seed's rule, 17 characters.
 """
 
 from __future__ import annotations
@@ -28,14 +33,20 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.us_states import US_STATE_CODES
 
+#: Every text field needs at least one character (an empty one reads as absent).
+TEXT_MIN_CHARS = 1
 NAME_MAX_CHARS = 50
 #: RFC 5321 limits a path to 256 octets, so 254 characters for the address itself;
 #: the cap below only keeps email-validator from parsing huge strings.
 EMAIL_MAX_CHARS = 320
+#: A two-letter US state code.
+STATE_CHARS = 2
 PLATE_MAX_CHARS = 8
+#: Seed: a VIN has 17 characters.
 VIN_CHARS = 17
-#: Seed: VIN has 17 characters; ISO 3779 excludes I, O and Q.
-VIN_PATTERN = r"^[A-HJ-NPR-Z0-9]{17}$"
+#: ISO 3779: the characters a VIN may hold, digits and letters but I, O and Q (they look
+#: like 1 and 0). Checked in `pipeline.validation`, not by the model (see above).
+VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 YEAR_MIN, YEAR_MAX = 1990, 2030
 MILEAGE_MIN, MILEAGE_MAX = 1, 250_000
 #: Bounds the seed leaves open (characters).
@@ -63,14 +74,12 @@ def _text(min_length: int, max_length: int) -> object:
     return StringConstraints(min_length=min_length, max_length=max_length)
 
 
-Name = Annotated[StrictStr, _text(1, NAME_MAX_CHARS)]
-Email = Annotated[StrictStr, _text(1, EMAIL_MAX_CHARS), AfterValidator(_check_email)]
-State = Annotated[StrictStr, _text(2, 2), AfterValidator(_check_state)]
-Plate = Annotated[StrictStr, _text(1, PLATE_MAX_CHARS)]
-MakeOrModel = Annotated[StrictStr, _text(1, MAKE_MODEL_MAX_CHARS)]
-Vin = Annotated[
-    StrictStr, StringConstraints(min_length=VIN_CHARS, max_length=VIN_CHARS, pattern=VIN_PATTERN)
-]
+Name = Annotated[StrictStr, _text(TEXT_MIN_CHARS, NAME_MAX_CHARS)]
+Email = Annotated[StrictStr, _text(TEXT_MIN_CHARS, EMAIL_MAX_CHARS), AfterValidator(_check_email)]
+State = Annotated[StrictStr, _text(STATE_CHARS, STATE_CHARS), AfterValidator(_check_state)]
+Plate = Annotated[StrictStr, _text(TEXT_MIN_CHARS, PLATE_MAX_CHARS)]
+MakeOrModel = Annotated[StrictStr, _text(TEXT_MIN_CHARS, MAKE_MODEL_MAX_CHARS)]
+Vin = Annotated[StrictStr, _text(VIN_CHARS, VIN_CHARS)]
 Year = Annotated[StrictInt, Field(ge=YEAR_MIN, le=YEAR_MAX)]
 Mileage = Annotated[StrictInt, Field(ge=MILEAGE_MIN, le=MILEAGE_MAX)]
 
@@ -128,12 +137,12 @@ class PartnerLeadRequest(_Model):
 
     lead: LeadContactInfo = Field(alias="lead")
     vehicle: VehicleSearchInfo = Field(alias="vehicle")
-    partner: Annotated[StrictStr, _text(1, PARTNER_MAX_CHARS)] | None = Field(
+    partner: Annotated[StrictStr, _text(TEXT_MIN_CHARS, PARTNER_MAX_CHARS)] | None = Field(
         default=None, alias="partner"
     )
-    transaction_id: Annotated[StrictStr, _text(1, TRANSACTION_ID_MAX_CHARS)] | None = Field(
-        default=None, alias="transactionId"
+    transaction_id: Annotated[StrictStr, _text(TEXT_MIN_CHARS, TRANSACTION_ID_MAX_CHARS)] | None = (
+        Field(default=None, alias="transactionId")
     )
-    utm_parameters: Annotated[StrictStr, _text(1, UTM_MAX_CHARS)] | None = Field(
+    utm_parameters: Annotated[StrictStr, _text(TEXT_MIN_CHARS, UTM_MAX_CHARS)] | None = Field(
         default=None, alias="utmParameters"
     )

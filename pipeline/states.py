@@ -6,11 +6,12 @@ from enum import StrEnum
 
 
 class LeadState(StrEnum):
-    """Where a lead is: received -> validated -> delivering -> one terminal state."""
+    """Where a lead is: received -> validated -> delivering (<-> held) -> one terminal state."""
 
     RECEIVED = "received"
     VALIDATED = "validated"
     DELIVERING = "delivering"
+    HELD = "held"  # its dealer's breaker is not closed (CONTRACT section 8)
     DELIVERED = "delivered"
     DEAD = "dead"
     DUPLICATE = "duplicate"
@@ -26,3 +27,5 @@ class DeadReason(StrEnum):
     UNROUTABLE = "unroutable"
     REJECTED = "rejected"
     EXHAUSTED = "exhausted"
+    EXPIRED = "expired"
+    DRAINED = "drained"

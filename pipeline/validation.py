@@ -4,14 +4,17 @@ Normalize (`pipeline.normalize`), validate every rule of seed 000
 (`pipeline.models`), then the contract's own rules:
 
 - identification: VIN, else make+model+year, else licensePlate+state;
-- a North American VIN must pass its check digit: when another identification is
-  usable the VIN is set aside with a warning, otherwise the lead is invalid;
+- a VIN must hold only legal characters (no I, O or Q) and, when North American, pass
+  its check digit: when another identification is usable a VIN that fails either is
+  set aside with a warning, otherwise the lead is invalid (the most accurate *usable*
+  method wins);
 - enrichment: a usable VIN fills make and year when they are absent; a VIN year that
   contradicts the given year is a warning (the given year is kept). A make that differs
   from the VIN's is not flagged: manufacturer codes name the maker, not the brand (many
   Ram trucks carry Dodge codes), so such warnings would mostly be false alarms.
 
-All errors are collected, one message per failing field, with dotted paths. Messages
+All errors are collected, one message per failing field, with dotted paths. Rules
+are worded from the bounds in `pipeline.models`, never restated here. Messages
 echo at most `MAX_ECHO_CHARS` characters of a value and never echo an email or a name.
 `validate_lead` never raises, whatever it is given.
 """
@@ -19,6 +22,7 @@ echo at most `MAX_ECHO_CHARS` characters of a value and never echo an email or a
 from __future__ import annotations
 
 import json
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +30,25 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from pipeline.lead import ResolvedLead, VehicleIdMethod
-from pipeline.models import PartnerLeadRequest, VehicleSearchInfo
+from pipeline.models import (
+    MAKE_MODEL_MAX_CHARS,
+    MILEAGE_MAX,
+    MILEAGE_MIN,
+    NAME_MAX_CHARS,
+    PARTNER_MAX_CHARS,
+    PLATE_MAX_CHARS,
+    TEXT_MIN_CHARS,
+    TRANSACTION_ID_MAX_CHARS,
+    UTM_MAX_CHARS,
+    VIN_ALPHABET,
+    VIN_CHARS,
+    YEAR_MAX,
+    YEAR_MIN,
+    PartnerLeadRequest,
+    VehicleSearchInfo,
+)
 from pipeline.normalize import MAX_REPORTED_UNKNOWN_KEYS, clean_text, normalize, parse_utm
-from pipeline.vin import VIN_CHARACTERS, check_vin
+from pipeline.vin import VIN_CHARACTERS, VinCheck, check_vin
 
 #: Values quoted in messages are cut to this many characters.
 MAX_ECHO_CHARS = 40
@@ -44,24 +64,41 @@ _ECHOED = frozenset(
 )
 _INT_FIELDS = frozenset({"vehicle.year", "vehicle.mileage"})
 _OBJECT_FIELDS = frozenset({"lead", "vehicle"})
+
+
+def _chars(most: int, least: int = TEXT_MIN_CHARS) -> str:
+    return f"must be {least} to {most} characters"
+
+
+def _whole_number(least: int, most: int) -> str:
+    return f"must be a whole number between {least:,} and {most:,}"
+
+
+def _spoken(items: list[str]) -> str:
+    """`["I", "O", "Q"]` -> `"I, O and Q"`."""
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
 _RULES: dict[str, str] = {
     "lead": "must be an object with firstName, lastName and email",
     "vehicle": "must be an object with state, mileage and the vehicle's identification",
-    "lead.firstName": "must be 1 to 50 characters",
-    "lead.lastName": "must be 1 to 50 characters",
+    "lead.firstName": _chars(NAME_MAX_CHARS),
+    "lead.lastName": _chars(NAME_MAX_CHARS),
     "lead.email": "must be a valid email address",
     "vehicle.state": "must be a two-letter US state code such as NY, CA or TX",
-    "vehicle.licensePlate": "must be 1 to 8 characters",
-    "vehicle.make": "must be 1 to 50 characters",
-    "vehicle.model": "must be 1 to 50 characters",
-    "vehicle.mileage": "must be a whole number between 1 and 250,000",
-    "vehicle.vin": "must be exactly 17 characters",
-    "vehicle.year": "must be a whole number between 1990 and 2030",
-    "partner": "must be 1 to 100 characters",
-    "transactionId": "must be 1 to 100 characters",
-    "utmParameters": "must be 1 to 2000 characters",
+    "vehicle.licensePlate": _chars(PLATE_MAX_CHARS),
+    "vehicle.make": _chars(MAKE_MODEL_MAX_CHARS),
+    "vehicle.model": _chars(MAKE_MODEL_MAX_CHARS),
+    "vehicle.mileage": _whole_number(MILEAGE_MIN, MILEAGE_MAX),
+    "vehicle.vin": f"must be exactly {VIN_CHARS} characters",
+    "vehicle.year": f"must be a whole number between {YEAR_MIN} and {YEAR_MAX}",
+    "partner": _chars(PARTNER_MAX_CHARS),
+    "transactionId": _chars(TRANSACTION_ID_MAX_CHARS),
+    "utmParameters": _chars(UTM_MAX_CHARS),
 }
-_VIN_CHARACTERS_RULE = "may contain only digits and letters other than I, O and Q"
+#: The letters ISO 3779 leaves out of `VIN_ALPHABET`: "I, O and Q".
+_VIN_EXCLUDED = _spoken(sorted(set(string.ascii_uppercase) - set(VIN_ALPHABET)))
+_VIN_CHARACTERS_RULE = f"may contain only digits and letters other than {_VIN_EXCLUDED}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +184,6 @@ def _message(path: str, error: ErrorDetails) -> str:
         if path in _INT_FIELDS:
             return f"{rule} (got {_echo(value)})"
         return f"must be a string (got {_json_type(value)})"
-    if kind == "string_pattern_mismatch" and path == "vehicle.vin" and isinstance(value, str):
-        illegal = sorted(set(value) - VIN_CHARACTERS)
-        found = _echo("".join(illegal)) if illegal else "none"
-        return f"{_VIN_CHARACTERS_RULE} (found {found})"
     if kind == "email":
         # email-validator explains in a sentence; drop its parenthesised details,
         # which may quote part of the address.
@@ -208,6 +241,21 @@ class _Vehicle:
     error: FieldError | None
 
 
+def _unusable_vin(vin: str, check: VinCheck) -> tuple[str, str] | None:
+    """Why a VIN of the right length cannot identify the vehicle, or None when it can.
+
+    Returns (the error when the VIN is the only identification, the warning's reason
+    when another one is usable).
+    """
+    if not check.valid_chars:
+        found = _echo("".join(sorted(set(vin) - VIN_CHARACTERS)))
+        return f"{_VIN_CHARACTERS_RULE} (found {found})", f"holds {found}, which no VIN may"
+    if check.check_digit_ok is False:
+        reason = "fails its check digit (position 9)"
+        return f"{reason}: check the VIN for a typo", reason
+    return None
+
+
 def _resolve_vehicle(vehicle: VehicleSearchInfo, warnings: list[str]) -> _Vehicle:
     make, year = vehicle.make, vehicle.year
     fallback = (
@@ -220,16 +268,12 @@ def _resolve_vehicle(vehicle: VehicleSearchInfo, warnings: list[str]) -> _Vehicl
     if vehicle.vin is None:
         return _Vehicle(fallback, None, make, year, None)
     check = check_vin(vehicle.vin)
-    if check.check_digit_ok is False:
+    unusable = _unusable_vin(vehicle.vin, check)
+    if unusable is not None:
+        error, reason = unusable
         if fallback is None:
-            error = FieldError(
-                "vehicle.vin", "fails its check digit (position 9): check the VIN for a typo"
-            )
-            return _Vehicle(None, None, make, year, error)
-        warnings.append(
-            f"vehicle.vin fails its check digit (position 9): set aside, "
-            f"vehicle identified by {fallback.value}"
-        )
+            return _Vehicle(None, None, make, year, FieldError("vehicle.vin", error))
+        warnings.append(f"vehicle.vin {reason}: set aside, vehicle identified by {fallback.value}")
         return _Vehicle(fallback, None, make, year, None)
     if year is not None and check.year is not None and year != check.year:
         warnings.append(

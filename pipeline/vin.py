@@ -1,16 +1,17 @@
 """Vehicle Identification Number checks: characters, check digit, make and model year.
 
-- Legal characters: 17 of A-Z and 0-9 without I, O and Q (ISO 3779).
+- Legal characters: `VIN_CHARS` of `VIN_ALPHABET`, A-Z and 0-9 without I, O and Q
+  (ISO 3779; both constants live in `pipeline.models`).
 - Check digit (position 9, 49 CFR 565.15): every VIN for the North American market
   carries one; the world manufacturer identifier of such VINs starts with 1-5. Other
   regions may use position 9 for anything, so their VINs are not check-digit validated.
 - Make: from the world manufacturer identifier (positions 1-3), decoded with `vininfo`
   and reduced to a known make (`pipeline.makes`); None when it names no known make.
 - Model year: position 10 encodes the year in a 30-year cycle (A=1980 or 2010, ...,
-  9=2009 or 2039), so one code stands for several years. We choose among the years
-  1990-2030 (the range a lead accepts): when only one of them fits, that one; when two
-  fit (codes L-Y: 1990-2000 or 2020-2030), a North American VIN decides by its
-  position 7 (49 CFR 565.15: a letter means 2010 or later, a digit before 2010),
+  9=2009 or 2039), so one code stands for several years. We choose among the years a
+  lead accepts (`YEAR_MIN`-`YEAR_MAX` in `pipeline.models`): when only one of them
+  fits, that one; when two fit (e.g. code L: 1990 or 2020), a North American VIN
+  decides by its position 7 (49 CFR 565.15: a letter means 2010 or later, a digit before 2010),
   otherwise the later year wins unless it lies after next calendar year (model years
   run at most one year ahead), then the earlier one.
 """
@@ -24,15 +25,15 @@ from functools import lru_cache
 from vininfo import Vin
 
 from pipeline.makes import make_from_manufacturer
+from pipeline.models import VIN_ALPHABET, VIN_CHARS, YEAR_MAX, YEAR_MIN
 
-VIN_LENGTH = 17
+VIN_LENGTH = VIN_CHARS
 #: Characters a VIN may contain (no I, O or Q: they look like 1 and 0).
-VIN_CHARACTERS = frozenset("ABCDEFGHJKLMNPRSTUVWXYZ0123456789")
+VIN_CHARACTERS = frozenset(VIN_ALPHABET)
 #: First characters of world manufacturer identifiers for North America (US, CA, MX).
 NORTH_AMERICAN_PREFIXES = frozenset("12345")
 #: Model year range a lead accepts; decoding picks the year-cycle within it.
-MIN_MODEL_YEAR = 1990
-MAX_MODEL_YEAR = 2030
+MIN_MODEL_YEAR, MAX_MODEL_YEAR = YEAR_MIN, YEAR_MAX
 
 _TRANSLITERATION: dict[str, int] = {
     **{str(digit): digit for digit in range(10)},
@@ -64,7 +65,7 @@ class VinCheck:
 
 
 def has_valid_chars(vin: str) -> bool:
-    """17 characters, each a digit or a letter other than I, O and Q."""
+    """`VIN_LENGTH` characters, each of `VIN_CHARACTERS`."""
     return len(vin) == VIN_LENGTH and VIN_CHARACTERS.issuperset(vin)
 
 
@@ -89,7 +90,7 @@ def check_digit_ok(vin: str) -> bool:
 
 
 def decode_model_year(vin: str, *, latest: int | None = None) -> int | None:
-    """The model year position 10 encodes, within 1990-2030 (see the module docstring).
+    """The model year position 10 encodes, within the accepted years (module docstring).
 
     `latest` is the latest plausible model year (default: next calendar year).
     """

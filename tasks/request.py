@@ -3,7 +3,8 @@
 Flower and the worker's events show `argsrepr`/`kwargsrepr`, which the *sender* sets;
 an upstream system that knows nothing of us sends the customer's name and email
 there. Remote control (`inspect active`, which Flower calls) shows the raw args.
-This Request masks all of them, so no PII reaches events, Flower or logs.
+This Request masks all of them (`tasks.masking`: the payload never, the partner
+always), so no PII reaches events, Flower or logs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 
-MASKED_ARGS = "('<lead payload masked>',)"
-MASKED_KWARGS = "{'<masked>': '<masked>'}"
+from tasks.masking import MASKED_ARGS, MASKED_KWARGS, masked_args, masked_kwargs
+
+__all__ = ["MASKED_ARGS", "MASKED_KWARGS", "MaskPoolArguments", "MaskedRequest"]
 
 
 class MaskedRequest(Request):
@@ -30,18 +32,18 @@ class MaskedRequest(Request):
             raise InvalidTaskError("the body must be [args (a list), kwargs (an object), embed]")
         if "self" in self._kwargs:  # Celery's call wrapper takes `self` itself
             raise InvalidTaskError("a keyword argument named 'self' cannot be passed")
-        self._argsrepr = MASKED_ARGS
-        self._kwargsrepr = MASKED_KWARGS
+        self._argsrepr = masked_args(self._args)
+        self._kwargsrepr = masked_kwargs(self._kwargs)
         # What the sender put in the headers travels on to the task's trace, where
         # Celery logs it with each result (`extra={"data": ...}`, for log handlers
         # that print structured records).
-        self._request_dict["argsrepr"] = MASKED_ARGS
-        self._request_dict["kwargsrepr"] = MASKED_KWARGS
+        self._request_dict["argsrepr"] = self._argsrepr
+        self._request_dict["kwargsrepr"] = self._kwargsrepr
 
     def info(self, safe: bool = False) -> dict[str, Any]:
         details: dict[str, Any] = super().info(safe=True)
-        details["args"] = MASKED_ARGS
-        details["kwargs"] = MASKED_KWARGS
+        details["args"] = self._argsrepr
+        details["kwargs"] = self._kwargsrepr
         return details
 
 

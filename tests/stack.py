@@ -16,7 +16,10 @@ from celery import Celery
 
 from leadpipe.fake_mykaarma import FakeMyKaarma
 from leadpipe.runner import WorkerProcess, WorkerSpec
+from store.connection import redis_client
 from store.records import LeadStore
+from store.sentinel import is_sentinel
+from store.sentinel import parse as parse_sentinel
 from store.views import lead_view
 
 USERNAME = "svc-leadpipe"
@@ -62,6 +65,9 @@ dealer_uuid = "d-timeout"
 [partners.dropper]
 dealer_uuid = "d-drop"
 
+[partners.nodealer]              # names no dealer, nor does [defaults]: its leads are unroutable
+lead_type = "RECALL"
+
 [states.TX]
 dealer_uuid = "d-tx"
 """
@@ -103,9 +109,15 @@ class Stack:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.upstream = Celery("upstream", broker=self.redis_url)
+        if is_sentinel(self.redis_url):  # a bare Celery client of a Sentinel-managed Redis
+            sentinel = parse_sentinel(self.redis_url)
+            self.upstream = Celery("upstream", broker=sentinel.kombu_url())
+            self.upstream.conf.update(broker_transport_options=sentinel.transport_options())
+            self.redis = redis_client(self.redis_url)
+        else:
+            self.upstream = Celery("upstream", broker=self.redis_url)
+            self.redis = redis.Redis.from_url(self.redis_url)
         self.upstream.conf.update(broker_connection_retry_on_startup=True)
-        self.redis = redis.Redis.from_url(self.redis_url)
         self.store = LeadStore(self.redis)
 
     # -- processes ------------------------------------------------------------------
@@ -205,6 +217,10 @@ def make_env(redis_url: str, fake_url: str, routing: Path, **extra: str) -> dict
         "LEADPIPE_RETRY_MAX_DELAY_SECONDS": "0.5",
         "LEADPIPE_HTTP_TIMEOUT_SECONDS": "1",
         "LEADPIPE_LEASE_SECONDS": "5",
+        # These suites test one lead's retries against dealers that always fail; a
+        # breaker would hold their later leads. Dealer breakers have their own suite
+        # (test_dealer_health.py), which sets the real threshold.
+        "LEADPIPE_BREAKER_FAILURES": "1000000",
     }
     env.update(extra)
     return env

@@ -1,27 +1,47 @@
 """The `leadpipe` command: one click group, one module per command (or command group).
 
-Exit codes are named in `leadpipe.cli.common`: 0 success, 1 some work failed or the
-lead is unknown, 2 bad usage (click's own).
+Every command runs behind one settings-and-errors gate (`leadpipe.cli.gate`); exit
+codes come from one table (`leadpipe.exit_codes`): 0 success, 1 some work failed or
+the lead is unknown, 2 bad usage or bad configuration, 130 interrupted.
+
+Commands are imported under `*_command` names so that `leadpipe.cli.validate` (and the
+others) stays the module, not the function.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-#: Modules that each define one command or group named like the module's `COMMAND`.
-COMMAND_MODULES = (
-    "leadpipe.cli.validate",
-    "leadpipe.cli.fake_mykaarma",
-    "leadpipe.cli.worker",
-    "leadpipe.cli.flower",
-    "leadpipe.cli.metrics",
-    "leadpipe.cli.demo",
-    "leadpipe.cli.submit",
-    "leadpipe.cli.status",
-    "leadpipe.cli.dlq",
-    "leadpipe.cli.stats",
+from leadpipe.cli.dealers import dealers as dealers_command
+from leadpipe.cli.demo import demo as demo_command
+from leadpipe.cli.dlq import dlq as dlq_command
+from leadpipe.cli.fake_mykaarma import fake_mykaarma as fake_mykaarma_command
+from leadpipe.cli.fake_partner import fake_partner as fake_partner_command
+from leadpipe.cli.flower import flower as flower_command
+from leadpipe.cli.forget import forget as forget_command
+from leadpipe.cli.metrics import metrics as metrics_command
+from leadpipe.cli.notifications import notifications as notifications_command
+from leadpipe.cli.stats import stats as stats_command
+from leadpipe.cli.status import status as status_command
+from leadpipe.cli.submit import submit as submit_command
+from leadpipe.cli.validate import validate as validate_command
+from leadpipe.cli.worker import worker as worker_command
+
+COMMANDS = (
+    validate_command,
+    fake_mykaarma_command,
+    fake_partner_command,
+    worker_command,
+    flower_command,
+    metrics_command,
+    demo_command,
+    submit_command,
+    status_command,
+    dlq_command,
+    stats_command,
+    dealers_command,
+    forget_command,
+    notifications_command,
 )
 
 
@@ -30,6 +50,5 @@ def main() -> None:
     """leadpipe: partner leads to the myKaarma dealer CRM, on Celery and Redis."""
 
 
-for _module_name in COMMAND_MODULES:
-    _module = importlib.import_module(_module_name)
-    main.add_command(_module.COMMAND)
+for _command in COMMANDS:
+    main.add_command(_command)

@@ -21,14 +21,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from config import SettingsError, load_settings
-from leadpipe.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option, print_json
+from config import Settings
+from leadpipe.cli.gate import with_settings
+from leadpipe.cli.options import json_option
+from leadpipe.cli.output import fail, print_json
 from leadpipe.demo import DemoError, run_demo
 from leadpipe.demo_samples import DemoReport, Tracked
-from store.embedded import EmbeddedRedisError
+from leadpipe.exit_codes import EXIT_FAILED, EXIT_OK
 
-#: Exit code after Ctrl+C or SIGTERM (128 + SIGINT, as shells report it).
-EXIT_INTERRUPTED = 130
 #: Width of the final table when the output is not a terminal (no wrapping of lead ids).
 PIPED_WIDTH = 200
 
@@ -127,29 +127,38 @@ def _summary(report: DemoReport) -> str:
     )
 
 
+def _webhook_lines(report: DemoReport) -> list[str]:
+    """What partner acme's webhook receiver got: one line per verified event."""
+    if not report.webhooks:
+        return ["acme's webhook receiver got no verified event (NOT as expected)"]
+    lines = [f"acme's webhook receiver verified {len(report.webhooks)} event(s):"]
+    for event in report.webhooks:
+        retried = f", after {event['tries'] - 1} retry" if event["tries"] > 1 else ""
+        lines.append(
+            f"  {event['type']} for lead {event['leadId']} "
+            f"(webhook-id {event['webhookId']}, signature verified{retried})"
+        )
+    return lines
+
+
 @click.command("demo")
 @json_option
-def demo(as_json: bool) -> None:
+@with_settings
+def demo(settings: Settings, as_json: bool) -> None:
     """Run the whole pipeline locally on sample leads and show where each one ends."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        click.echo(f"leadpipe demo: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
     console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, highlight=False)
     progress = Progress(console, quiet=as_json)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with tempfile.TemporaryDirectory(prefix="leadpipe-demo-") as workdir:
             report = run_demo(settings, Path(workdir), progress.notify, progress.on_change)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the gate exits 130
         progress.stop()
         click.echo("leadpipe demo: interrupted; everything it started is stopped.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except (DemoError, EmbeddedRedisError, TimeoutError, RuntimeError, RedisError) as exc:
+        raise
+    except (DemoError, TimeoutError, RuntimeError, RedisError) as exc:
         progress.stop()
-        click.echo(f"leadpipe demo: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(f"leadpipe demo: {exc}", code=EXIT_FAILED)
     finally:
         progress.stop()
         signal.signal(signal.SIGTERM, previous)
@@ -157,8 +166,7 @@ def demo(as_json: bool) -> None:
         print_json(report.to_json())
     else:
         console.print(_final_table(report, console.is_terminal))
+        for line in _webhook_lines(report):
+            console.print(line)
         console.print(_summary(report), style="green" if report.ok else "bold red")
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
-
-
-COMMAND = demo

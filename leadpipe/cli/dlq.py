@@ -1,6 +1,7 @@
 """`leadpipe dlq`: the dead letters (CONTRACT section 6) - list, show, replay, purge.
 
-How a replay works, and why it is safe to interrupt, is in `leadpipe.cli.replay`.
+The registry in `store.dead_letters` does the work (and says why a replay is safe to
+interrupt); this module parses options and prints.
 """
 
 from __future__ import annotations
@@ -10,24 +11,18 @@ from typing import Any
 import click
 
 from leadpipe.cli import replay as replaying
-from leadpipe.cli.common import EXIT_FAILED, EXIT_OK, json_option, print_json
-from leadpipe.cli.context import (
-    CliContext,
-    Pacer,
-    echo_err,
-    operator_command,
-    print_table,
-    stdout_console,
-)
+from leadpipe.cli.context import CliContext, operator_command
 from leadpipe.cli.input import InputError, read_lead_input
 from leadpipe.cli.mask import customer_summary, vehicle_summary
-from leadpipe.cli.status import error_lines, show_lead
+from leadpipe.cli.options import json_option
+from leadpipe.cli.output import echo_err, print_json, print_table, progress_bar, stdout_console
+from leadpipe.cli.status import error_lines, print_record, unknown_lead
+from leadpipe.exit_codes import EXIT_FAILED, EXIT_OK
 from pipeline.states import DeadReason, LeadState
+from pipeline.timefmt import parse_since
 from pipeline.validation import validate_lead
-from store.views import dead_letter_ids, dead_letters, parse_since
+from store.dead_letters import DEFAULT_LIST_LIMIT, replay_summary
 
-#: Dead letters `dlq list` shows unless --limit says otherwise.
-DEFAULT_LIST_LIMIT = 100
 #: Characters of an error message shown in a list row.
 LIST_ERROR_CHARS = 70
 
@@ -69,7 +64,7 @@ def dlq() -> None:
 
 
 def _short_error(error: Any) -> str:
-    text = "; ".join(error_lines(error))
+    text = "; ".join(error_lines(error, bodies=False))
     return text if len(text) <= LIST_ERROR_CHARS else text[: LIST_ERROR_CHARS - 1] + "…"
 
 
@@ -95,7 +90,7 @@ def list_(
     context: CliContext, reason: str | None, since: float | None, limit: int, as_json: bool
 ) -> None:
     """List dead letters, newest first (personal data masked; --json has it all)."""
-    entries = dead_letters(context.store, reason=_reason(reason), since=since, limit=limit)
+    entries = context.dead_letters.entries(reason=_reason(reason), since=since, limit=limit)
     if as_json:
         print_json(entries)
         return
@@ -136,7 +131,10 @@ def list_(
 @operator_command
 def show(context: CliContext, lead_id: str, as_json: bool) -> None:
     """Show dead letter LEAD_ID in full: error, attempts, history and the payload."""
-    record = show_lead(context, lead_id, as_json=as_json, payload=True)
+    record = context.dead_letters.show(lead_id.strip())
+    if record is None:
+        unknown_lead(lead_id)
+    print_record(record, as_json=as_json, payload=True)
     if record["state"] != LeadState.DEAD:
         echo_err(f"note: lead {lead_id} is {record['state']}, not in the dead-letter store")
 
@@ -158,16 +156,35 @@ def _read_payload(path: str) -> dict[str, Any]:
     return documents[0]
 
 
+def _check_selection(
+    lead_ids: tuple[str, ...], all_: bool, reason: str | None, since: float | None, *,
+    missing: str,
+) -> None:  # fmt: skip
+    """Lead ids, or --all with optional --reason/--since: the selection of replay and purge."""
+    if all_ and lead_ids:
+        raise click.UsageError("give lead ids or --all, not both")
+    if not all_ and not lead_ids:
+        raise click.UsageError(missing)
+    if not all_ and (reason or since is not None):
+        raise click.UsageError("--reason and --since select dead letters for --all only")
+
+
+def _selected(
+    context: CliContext, lead_ids: tuple[str, ...], all_: bool, reason: str | None,
+    since: float | None,
+) -> list[str]:  # fmt: skip
+    """The lead ids given (each once, in order), or every matching dead-letter entry."""
+    if all_:
+        return context.dead_letters.ids(reason=_reason(reason), since=since)
+    return list(dict.fromkeys(i.strip() for i in lead_ids))
+
+
 def _check_replay_usage(
     lead_ids: tuple[str, ...], all_: bool, reason: str | None, since: float | None,
     payload_file: str | None, force: bool,
 ) -> None:  # fmt: skip
-    if all_ and lead_ids:
-        raise click.UsageError("give lead ids or --all, not both")
-    if not all_ and not lead_ids:
-        raise click.UsageError("give the lead ids to replay, or --all (see `leadpipe dlq list`)")
-    if not all_ and (reason or since is not None):
-        raise click.UsageError("--reason and --since select dead letters for --all only")
+    missing = "give the lead ids to replay, or --all (see `leadpipe dlq list`)"
+    _check_selection(lead_ids, all_, reason, since, missing=missing)
     if payload_file and (all_ or len(lead_ids) != 1):
         raise click.UsageError("--payload replaces one lead's payload: give exactly one LEAD_ID")
     if force and not payload_file:
@@ -238,23 +255,27 @@ def replay(
     new_payload = _read_payload(payload_file) if payload_file else None
     if new_payload is not None:
         _validate_new_payload(new_payload, force=force, as_json=as_json)
-    store = context.store
-    if all_:
-        ids = dead_letter_ids(store, reason=_reason(reason), since=since, limit=None)
-        if not ids:
-            if as_json:
-                print_json(replaying.summary([], dry_run=dry_run))
-            else:
-                click.echo("Nothing to do: no dead letters match.")
-            return
-    else:
-        ids = list(dict.fromkeys(i.strip() for i in lead_ids))
-    items = [replaying.plan(store, lead_id) for lead_id in ids]
+    registry = context.dead_letters
+    ids = _selected(context, lead_ids, all_, reason, since)
+    if not ids:
+        if as_json:
+            print_json(replay_summary([], dry_run=dry_run))
+        else:
+            click.echo("Nothing to do: no dead letters match.")
+        return
+    items = [registry.plan(lead_id) for lead_id in ids]
     if dry_run:
-        for item in items:
-            item.done = replaying.WOULD[item.action]
+        registry.dry_run(items)
     else:
-        replaying.run(context, items, new_payload, Pacer(rate))
+        with progress_bar(len(items), "replaying") as advance:
+            try:
+                registry.replay(
+                    items, context.enqueue_replay, new_payload=new_payload, rate=rate,
+                    advance=advance,
+                )  # fmt: skip
+            except KeyboardInterrupt:
+                echo_err("Nothing is lost; run `leadpipe dlq replay --all` to finish.")
+                raise
     summary = replaying.report(items, dry_run=dry_run, as_json=as_json)
     named_missed = not all_ and summary["replayed"] != len(items)
     failed = summary["failed"] or named_missed
@@ -282,23 +303,16 @@ def purge(
     as_json: bool,
 ) -> None:
     """Delete dead letters for good: the record, its attempts and history."""
-    if all_ and lead_ids:
-        raise click.UsageError("give lead ids or --all, not both")
-    if not all_ and not lead_ids:
-        raise click.UsageError("give the lead ids to purge, or --all --yes")
-    if not all_ and (reason or since is not None):
-        raise click.UsageError("--reason and --since select dead letters for --all only")
+    _check_selection(
+        lead_ids, all_, reason, since, missing="give the lead ids to purge, or --all --yes"
+    )
     if all_ and not yes:
         raise click.UsageError(
             "--all deletes the dead letters for good: add --yes to confirm "
             "(`leadpipe dlq list` shows what they are)"
         )
-    store = context.store
-    if all_:
-        ids = dead_letter_ids(store, reason=_reason(reason), since=since, limit=None)
-    else:
-        ids = list(dict.fromkeys(i.strip() for i in lead_ids))
-    results = [{"leadId": lead_id, "result": store.purge(lead_id)} for lead_id in ids]
+    ids = _selected(context, lead_ids, all_, reason, since)
+    results = context.dead_letters.purge_many(ids)
     purged = sum(1 for r in results if r["result"] == "purged")
     missed = [r for r in results if r["result"] != "purged"]
     if as_json:
@@ -312,6 +326,3 @@ def purge(
                 echo_err(f"not purged {r['leadId']}: {why}; only dead letters can be purged")
         click.echo(f"Purged {purged} dead letter{'s' if purged != 1 else ''}.")
     click.get_current_context().exit(EXIT_FAILED if missed and not all_ else EXIT_OK)
-
-
-COMMAND = dlq

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import signal
 import sys
-import time
-from types import FrameType
 
 import click
 
-from leadpipe.cli.common import EXIT_FAILED, json_option
+from leadpipe.cli.gate import gated
+from leadpipe.cli.options import bind_options, json_option
+from leadpipe.cli.serving import serve_until_signal
+from leadpipe.exit_codes import EXIT_FAILED
 from leadpipe.fake_mykaarma import DEFAULT_PORT, BehaviourError, FakeMyKaarma, parse_behaviour
-
-#: How often the main thread looks for a stop signal, in seconds.
-STOP_POLL_SECONDS = 0.1
 
 
 def _behaviours(
@@ -35,14 +31,7 @@ def _behaviours(
 
 
 @click.command("fake-mykaarma")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="Port to bind (0: any free port).",
-)
+@bind_options(DEFAULT_PORT, any_port=True)
 @click.option(
     "--latency-ms",
     type=click.FloatRange(min=0),
@@ -77,8 +66,9 @@ def _behaviours(
 @click.option("--allow-remote", is_flag=True, help="Allow binding a non-loopback address.")
 @click.option("--access-log", is_flag=True, help="Log each request line (never bodies).")
 @json_option
+@gated
 def fake_mykaarma(
-    host: str,
+    address: str,
     port: int,
     latency_ms: float,
     fail_rate: float,
@@ -93,7 +83,7 @@ def fake_mykaarma(
     """Serve a local stand-in for myKaarma's lead API until Ctrl+C or SIGTERM."""
     try:
         fake = FakeMyKaarma(
-            host,
+            address,
             port,
             latency_ms=latency_ms,
             fail_rate=fail_rate,
@@ -111,26 +101,7 @@ def fake_mykaarma(
     try:
         fake.start()
     except OSError as exc:
-        click.echo(f"Error: cannot serve on {host}:{port}: {exc.strerror or exc}", err=True)
+        click.echo(f"Error: cannot serve on {address}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_FAILED)
 
-    stop_requested: list[int] = []
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop_requested.append(signum)  # no locks in a signal handler; the loop below polls
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        # One line even with --json: a caller reads it while the command keeps running.
-        click.echo(json.dumps({"url": fake.url}) if as_json else fake.url)
-        if not as_json:
-            click.echo("Fake myKaarma is serving; Ctrl+C to stop.", err=True)
-        while not stop_requested:
-            time.sleep(STOP_POLL_SECONDS)
-    finally:
-        fake.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-COMMAND = fake_mykaarma
+    serve_until_signal(fake.url, fake.stop, what="Fake myKaarma", as_json=as_json)

@@ -12,7 +12,6 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import NoReturn
 
 import click
 from prometheus_client import generate_latest
@@ -20,15 +19,11 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 
-from config import SettingsError, load_settings
-from leadpipe.cli.common import EXIT_FAILED, EXIT_USAGE, json_option, print_json
+from config import Settings
+from leadpipe.cli.gate import with_settings
+from leadpipe.cli.options import bind_options, json_option
+from leadpipe.cli.output import fail, print_json
 from leadpipe.metrics import DEFAULT_PORT, build_registry
-from store.embedded import EmbeddedRedisError
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"leadpipe metrics: {message}", err=True)
-    sys.exit(code)
 
 
 class Scrape:
@@ -60,7 +55,7 @@ def _serve(registry: CollectorRegistry, address: str, port: int, as_json: bool) 
     try:
         server, thread = start_http_server(port, address, registry=registry)
     except OSError as exc:
-        _fail(f"cannot serve on {address}:{port}: {exc.strerror or exc}", EXIT_FAILED)
+        fail(f"cannot serve on {address}:{port}: {exc.strerror or exc}")
     host = f"[{address}]" if ":" in address else address
     url = f"http://{host}:{server.server_port}/metrics"
     stop = threading.Event()
@@ -85,24 +80,13 @@ def _serve(registry: CollectorRegistry, address: str, port: int, as_json: bool) 
 
 
 @click.command("metrics")
-@click.option("--address", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="Port to bind (0: any free port).",
-)
+@bind_options(DEFAULT_PORT, any_port=True)
 @click.option("--once", is_flag=True, help="Print one scrape to standard output and exit.")
 @json_option
-def metrics(address: str, port: int, once: bool, as_json: bool) -> None:
+@with_settings
+def metrics(settings: Settings, address: str, port: int, once: bool, as_json: bool) -> None:
     """Serve queue depths, lead counts, attempts and latency for Prometheus."""
-    try:
-        registry = build_registry(load_settings())
-    except SettingsError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except EmbeddedRedisError as exc:
-        _fail(str(exc), EXIT_FAILED)
+    registry = build_registry(settings)
     if once:
         scrape = Scrape(registry)
         if as_json:
@@ -110,9 +94,6 @@ def metrics(address: str, port: int, once: bool, as_json: bool) -> None:
         else:
             sys.stdout.write(scrape.text())
         if not scrape.redis_up:
-            _fail("Redis could not be read (leadpipe_redis_up 0)", EXIT_FAILED)
+            fail("Redis could not be read (leadpipe_redis_up 0)")
         return
     _serve(registry, address, port, as_json)
-
-
-COMMAND = metrics

@@ -8,8 +8,9 @@ from typing import Any
 import click
 from rich.text import Text
 
-from leadpipe.cli.common import json_option, print_json
-from leadpipe.cli.context import CliContext, operator_command, print_table, stdout_console
+from leadpipe.cli.context import CliContext, operator_command
+from leadpipe.cli.options import json_option
+from leadpipe.cli.output import print_json, print_table, stdout_console
 from leadpipe.cli.status import STATE_STYLES
 from pipeline.states import LeadState
 from store.views import stats_view
@@ -30,6 +31,14 @@ def _print(stats: dict[str, Any]) -> None:
     dead = dict(stats["deadLetters"])
     print_table(console, ("reason", "dead letters"), _rows(dead), title="Dead letters")
     click.echo(f"Scheduled retries: {stats['scheduledRetries']}")
+    notify = stats["notifications"]
+    print_table(console, ("state", "notifications"), _rows(notify), title="Notifications")
+    memory = stats["redis"]
+    limit = memory["maxMemoryBytes"]
+    click.echo(
+        f"State Redis memory: {memory['usedMemoryBytes']:,} bytes used of "
+        + (f"{limit:,} (maxmemory)" if limit else "no maxmemory limit")
+    )
     if stats["queues"]:
         print_table(console, ("queue", "messages"), _rows(stats["queues"]), title="Queues")
     else:
@@ -43,12 +52,10 @@ def _print(stats: dict[str, Any]) -> None:
 @json_option
 @operator_command
 def stats(context: CliContext, as_json: bool) -> None:
-    """Counts by state and dead-letter reason, scheduled retries and queue depths."""
+    """Counts by state and dead-letter reason, scheduled retries, notifications by state,
+    queue depths and the state Redis's memory."""
     view = stats_view(context.store, context.queue_depths())
     if as_json:
         print_json(view)
     else:
         _print(view)
-
-
-COMMAND = stats

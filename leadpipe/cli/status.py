@@ -3,7 +3,7 @@
 The record in full (this is the command to look one lead up, so nothing is masked):
 state, partner, transactionId, vehicleIdMethod, dealerUuid, one row per delivery
 attempt, prospectUuid, error and reason when dead, warnings, duplicateOf, and the
-operator history (replays). `render_record` is shared with `leadpipe dlq show`.
+operator history (replays). `print_record` is shared with `leadpipe dlq show`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from leadpipe.cli.common import EXIT_FAILED, json_option, print_json
-from leadpipe.cli.context import CliContext, fail, operator_command, print_table, stdout_console
+from leadpipe.cli.context import CliContext, operator_command
+from leadpipe.cli.options import json_option
+from leadpipe.cli.output import fail, print_json, print_table, stdout_console
+from leadpipe.exit_codes import EXIT_FAILED
 from store.views import lead_view
 
 #: Colour of each state on a terminal.
@@ -29,6 +31,7 @@ STATE_STYLES = {
     "received": "cyan",
     "validated": "cyan",
     "delivering": "cyan",
+    "held": "bold magenta",
 }
 
 #: What an operator does next about a dead lead, by reason.
@@ -38,6 +41,8 @@ NEXT_STEPS = {
     "rejected": "check myKaarma's answer above (dealer, credentials, request), then "
     "`leadpipe dlq replay {id}`",
     "exhausted": "once myKaarma answers again, `leadpipe dlq replay {id}`",
+    "expired": "if the lead is still wanted, `leadpipe dlq replay {id}`",
+    "drained": "once the dealer takes leads again, `leadpipe dlq replay {id}` (routes it again)",
 }
 
 
@@ -51,6 +56,14 @@ def unknown_lead(lead_id: str) -> NoReturn:
 
 
 def next_step(record: dict[str, Any]) -> str | None:
+    held = record.get("held")
+    if record.get("state") == "held" and isinstance(held, dict):
+        when = f" next probe {held['nextProbeAt']}." if held.get("nextProbeAt") else ""
+        note = f" Note: {held['note']}." if held.get("note") else ""
+        return (
+            f"held ({held.get('reason')}): {held.get('because')}.{when}{note} "
+            "See `leadpipe dealers`."
+        )
     if record.get("state") != "dead":
         return None
     template = NEXT_STEPS.get(str(record.get("reason")))
@@ -62,6 +75,9 @@ def _state_text(record: dict[str, Any]) -> Text:
     text = Text(state, STATE_STYLES.get(state, ""))
     if record.get("reason"):
         text.append(f" ({record['reason']})")
+    held = record.get("held")
+    if isinstance(held, dict) and held.get("reason"):
+        text.append(f" ({held['reason']})")
     return text
 
 
@@ -106,9 +122,10 @@ def _attempt_row(attempt: Any) -> list[str]:
 ATTEMPT_COLUMNS = ("#", "time", "status", "outcome", "error", "next in")
 
 
-def error_lines(error: Any) -> list[str]:
+def error_lines(error: Any, *, bodies: bool = True) -> list[str]:
     """The error of a record as lines: the HTTP status and message, or one line per
-    failing field, then myKaarma's own error body when it sent one."""
+    failing field, then myKaarma's own error body when it sent one (unless `bodies` is
+    False: a list of many leads shows statuses only, as myKaarma may echo customer data)."""
     if not error:
         return []
     if not isinstance(error, dict):
@@ -122,7 +139,9 @@ def error_lines(error: Any) -> list[str]:
         lines = [f"{e.get('field')}: {e.get('message')}" for e in fields]
     else:
         lines = [message]
-    if error.get("mykaarma"):
+    if bodies and error.get("detail"):
+        lines.append(f"myKaarma said: {error['detail']}")
+    if bodies and error.get("mykaarma"):
         body = json.dumps(error["mykaarma"], ensure_ascii=False, default=str)
         lines.append(f"myKaarma said: {body}")
     return [line for line in lines if line]
@@ -207,18 +226,12 @@ def render_record(record: dict[str, Any], *, payload: bool = False) -> None:
         _render_plain(record, payload=payload)
 
 
-def show_lead(
-    context: CliContext, lead_id: str, *, as_json: bool, payload: bool = False
-) -> dict[str, Any]:
-    """Print one lead's record (JSON or for a person); exit 1 with a hint when unknown."""
-    record = lead_view(context.store, lead_id.strip())
-    if record is None:
-        unknown_lead(lead_id)
+def print_record(record: dict[str, Any], *, as_json: bool, payload: bool = False) -> None:
+    """Print one lead's record: JSON, or for a person."""
     if as_json:
         print_json(record)
     else:
         render_record(record, payload=payload)
-    return record
 
 
 @click.command("status")
@@ -227,7 +240,7 @@ def show_lead(
 @operator_command
 def status(context: CliContext, lead_id: str, as_json: bool) -> None:
     """Show where lead LEAD_ID is: state, delivery attempts, error, warnings."""
-    show_lead(context, lead_id, as_json=as_json)
-
-
-COMMAND = status
+    record = lead_view(context.store, lead_id.strip())
+    if record is None:
+        unknown_lead(lead_id)
+    print_record(record, as_json=as_json)

@@ -18,23 +18,13 @@ from typing import Any
 import click
 from kombu.exceptions import OperationalError
 
-from leadpipe.cli.common import EXIT_FAILED, EXIT_OK, json_option, print_json
-from leadpipe.cli.context import (
-    CliContext,
-    echo_err,
-    operator_command,
-    progress_bar,
-    safe_url,
-)
+from leadpipe.cli.context import CliContext, operator_command
 from leadpipe.cli.input import InputError, read_lead_input
-
-INGEST_TASK = "leads.ingest"
-INGEST_QUEUE = "leads.ingest"
-
-
-def _json_type(value: object) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
+from leadpipe.cli.options import json_option
+from leadpipe.cli.output import echo_err, print_json, progress_bar, safe_url
+from leadpipe.exit_codes import EXIT_FAILED, EXIT_OK
+from pipeline.jsontext import json_type
+from tasks.queues import INGEST_QUEUE, INGEST_TASK
 
 
 def _problem(document: object) -> str | None:
@@ -42,7 +32,7 @@ def _problem(document: object) -> str | None:
     if isinstance(document, InputError):
         return str(document)
     if not isinstance(document, dict):
-        return f"not a JSON object (got {_json_type(document)})"
+        return f"not a JSON object (got {json_type(document)})"
     return None
 
 
@@ -119,6 +109,3 @@ def _report(
         echo_err(f"Sent {sent} of {len(results)} leads; fix {which} and submit it again.")
     elif not as_json:
         echo_err(f"Sent {sent} lead{'s' if sent != 1 else ''}.")
-
-
-COMMAND = submit

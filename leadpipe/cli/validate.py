@@ -16,9 +16,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from leadpipe.cli.common import EXIT_FAILED, EXIT_OK, json_option, print_json
+from leadpipe.cli.gate import gated
 from leadpipe.cli.input import InputError, read_lead_input
-from pipeline.errors import LeadError
+from leadpipe.cli.options import json_option
+from leadpipe.cli.output import print_json
+from leadpipe.exit_codes import EXIT_FAILED, EXIT_OK
+from pipeline.errors import RoutingFileError
 from pipeline.mapping import build_mykaarma_request
 from pipeline.routing import RoutingTable, load_routing
 from pipeline.validation import ValidationResult, validate_lead
@@ -40,7 +43,7 @@ def _input_error_report(error: InputError) -> dict[str, Any]:
 def _load_routing(path: str) -> RoutingTable:
     try:
         return load_routing(path)
-    except (LeadError, OSError) as exc:
+    except (RoutingFileError, OSError) as exc:
         raise click.BadParameter(str(exc), param_hint="--routing") from None
 
 
@@ -130,6 +133,7 @@ def _print_plain(reports: list[dict[str, Any]], routing: bool) -> None:
     help="Routing TOML: also show the dealer and the myKaarma request of each lead.",
 )
 @json_option
+@gated
 def validate(file: str, routing_file: str | None, as_json: bool) -> None:
     """Check the leads in FILE offline (a JSON object, an array or JSON Lines; - for stdin)."""
     routing = _load_routing(routing_file) if routing_file is not None else None
@@ -151,6 +155,3 @@ def validate(file: str, routing_file: str | None, as_json: bool) -> None:
     click.get_current_context().exit(
         EXIT_OK if all(report["valid"] for report in reports) else EXIT_FAILED
     )
-
-
-COMMAND = validate

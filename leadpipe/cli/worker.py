@@ -10,7 +10,7 @@ terminal's Ctrl+C reaches only this supervisor, which forwards it once:
     3rd                -> SIGKILL
 
 The supervisor exits when its children have exited. A child that exits on its own
-(e.g. refused at start for missing MYKAARMA_* credentials, exit 3, its message on
+(e.g. refused at start for missing MYKAARMA_* credentials, exit 2, its message on
 stderr) stops the others and its exit code becomes the supervisor's: a process
 manager restarts the whole unit rather than run half a pipeline.
 """
@@ -32,11 +32,12 @@ from types import FrameType
 import click
 from kombu.utils.url import maybe_sanitize_url
 
-from config import SettingsError, load_settings
-from leadpipe.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option
+from config import Settings
+from leadpipe.cli.gate import with_settings
+from leadpipe.cli.options import json_option
+from leadpipe.exit_codes import EXIT_FAILED, EXIT_OK
 from leadpipe.runner import WorkerSpec, default_specs
 from store.connection import redis_url
-from store.embedded import EmbeddedRedisError
 from tasks.queues import ALL_QUEUES
 
 #: How often the supervisor looks at its children and pending signals, seconds.
@@ -224,25 +225,16 @@ def _only(specs: list[WorkerSpec], queues: str) -> list[WorkerSpec]:
     "that only delivers. Default: all of " + ", ".join(ALL_QUEUES) + ".",
 )
 @json_option
-def worker(concurrency: int | None, loglevel: str, queues: str | None, as_json: bool) -> None:
+@with_settings
+def worker(
+    settings: Settings, concurrency: int | None, loglevel: str, queues: str | None, as_json: bool
+) -> None:
     """Run the worker processes for every leadpipe queue until SIGTERM or Ctrl+C."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        click.echo(f"leadpipe worker: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
     deliver_threads = concurrency or settings.deliver_concurrency
-    specs = default_specs(deliver_threads, loglevel.upper())
+    specs = default_specs(deliver_threads, loglevel.upper(), settings.notify_concurrency)
     if queues is not None:
         specs = _only(specs, queues)
-    try:
-        url = redis_url(settings)  # resolved once: every child shares this Redis
-    except EmbeddedRedisError as exc:
-        click.echo(f"leadpipe worker: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+    url = redis_url(settings)  # resolved once: every child shares this Redis
     env = {"LEADPIPE_REDIS_URL": url, "LEADPIPE_DELIVER_CONCURRENCY": str(deliver_threads)}
     supervisor = Supervisor(specs, env)
     sys.exit(supervisor.run(lambda children: _announce(children, url, as_json)))
-
-
-COMMAND = worker

@@ -27,7 +27,7 @@ from tests.stack import ROUTING, Stack, valid_payload
 pytestmark = pytest.mark.integration
 
 LEADPIPE = str(Path(sys.executable).with_name("leadpipe"))
-QUEUES = {"leads.ingest", "leads.enrich", "leads.deliver", "celery"}
+QUEUES = {"leads.ingest", "leads.enrich", "leads.deliver", "leads.notify", "celery"}
 #: A payload every rule rejects for its email only.
 BAD_EMAIL = {"firstName": "Jane", "lastName": "Doe", "email": "not-an-email"}
 
@@ -445,7 +445,7 @@ def _truth(stack: Stack) -> tuple[Counter[str], Counter[str]]:
     """Leads by state and dead leads by reason, counted from the records themselves."""
     states: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    for key in stack.redis.scan_iter(match=stack.store.keys.lead("*"), count=500):
+    for key in stack.redis.scan_iter(match=stack.store.keys.lead_pattern, count=500):
         if key.count(b":") != 2:
             continue  # a lead's attempts or history list
         state, reason = (
@@ -468,20 +468,27 @@ def test_stats_json_matches_the_records(stack: Stack) -> None:
         stats = as_json(proc.stdout)
         states, reasons = _truth(stack)
         matches = stats["states"] == dict(states) and stats["deadLetters"] == {
-            r: reasons.get(r, 0) for r in ("invalid", "unroutable", "rejected", "exhausted")
+            r.value: reasons.get(r.value, 0) for r in DeadReason
         }
         if matches or time.monotonic() > deadline:
             break
     assert stats["states"] == dict(states)
-    assert stats["deadLetters"] == {
-        r: reasons.get(r, 0) for r in ("invalid", "unroutable", "rejected", "exhausted")
-    }
+    assert stats["deadLetters"] == {r.value: reasons.get(r.value, 0) for r in DeadReason}
     assert states["delivered"] >= 1 and reasons["invalid"] >= 1
     assert set(stats["queues"]) == QUEUES
     assert all(isinstance(n, int) and n >= 0 for n in stats["queues"].values())
     assert stats["scheduledRetries"] == stack.redis.zcard(stack.store.keys.retry)
     assert stats["counters"]["attempts.delivered"] >= states["delivered"]
+    # the state Redis's memory, as INFO reports it (CONTRACT section 6)
+    info = stack.redis.info("memory")
+    assert stats["redis"]["maxMemoryBytes"] == int(info["maxmemory"])
+    assert (
+        0.5 * int(info["used_memory"])
+        < stats["redis"]["usedMemoryBytes"]
+        < 2 * int(info["used_memory"])
+    )
     human = cli(stack, "stats")
+    assert "State Redis memory:" in human.stdout
     assert human.exit_code == 0
     row = next(line for line in human.stdout.splitlines() if line.startswith("delivered"))
     assert row.split() == ["delivered", str(states["delivered"])]

@@ -4,6 +4,7 @@ fresh LEADPIPE_HOME, and nothing left running afterwards."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -63,11 +64,18 @@ def test_demo_on_a_fresh_machine_ends_every_lead_as_expected_and_leaves_nothing(
     keys = [s.key for s in samples("x")]
     ids = set()
     for key in keys:
-        row = re.search(rf"│ \d+ │ {key} +│ ({UUID}) │", result.stdout)
+        row = re.search(rf"│ \d+ +│ {key} +│ ({UUID}) │", result.stdout)
         assert row, f"{key} missing from the final table:\n{out}"
         ids.add(row.group(1))
     assert len(ids) == len(keys)
     assert f"{len(keys)} of {len(keys)} leads ended as expected" in out
+    # And partner acme's webhook receiver verified its events, one retried after a 503
+    assert "acme's webhook receiver verified" in out
+    assert re.search(
+        r"lead\.delivered for lead \S+ \(webhook-id msg_[0-9a-f]+, signature "
+        r"verified, after 1 retry\)",
+        out,
+    ), out
     # And it used the embedded Redis it started, and stopped it
     match = re.search(rf"embedded under .* \(started by the demo\).*:(\d+)/{DEMO_DATABASE}", out)
     assert match, out
@@ -75,8 +83,8 @@ def test_demo_on_a_fresh_machine_ends_every_lead_as_expected_and_leaves_nothing(
     assert not (home / PORT_FILE).exists()
     assert not processes_mentioning(str(home)), processes_mentioning(str(home))
     # And no worker process is left
-    workers = re.findall(r"(demo-(?:cpu|io)-[0-9a-f]+) \(pid (\d+)\)", out)
-    assert len(workers) == 2, out
+    workers = re.findall(r"(demo-(?:cpu|io|notify)-[0-9a-f]+) \(pid (\d+)\)", out)
+    assert len(workers) == 3, out
     assert_nothing_left([int(p) for _, p in workers], [n for n, _ in workers])
 
 
@@ -115,11 +123,16 @@ def test_ctrl_c_during_the_demo_stops_everything_it_started(tmp_path: Path) -> N
     with running(["demo"], clean_env(LEADPIPE_HOME=str(home)), tmp_path / "run") as demo:
         demo.wait_for_stdout("workers ready")
         out = demo.stdout()
-        workers = re.findall(r"(demo-(?:cpu|io)-[0-9a-f]+) \(pid (\d+)\)", out)
+        workers = re.findall(r"(demo-(?:cpu|io|notify)-[0-9a-f]+) \(pid (\d+)\)", out)
         port = re.search(rf":(\d+)/{DEMO_DATABASE}", out)
-        assert len(workers) == 2 and port, out
+        assert len(workers) == 3 and port, out
+        # (paused, so the demo cannot finish its leads before the Ctrl+C lands)
+        for _, pid in workers:
+            os.kill(int(pid), signal.SIGSTOP)
         # When the user presses Ctrl+C
         demo.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+        for _, pid in workers:
+            os.kill(int(pid), signal.SIGCONT)
         # Then it exits 130 having stopped its workers and the Redis it started
         assert demo.wait(timeout=60) == 130, demo.stdout() + demo.stderr()
     assert "interrupted" in demo.stderr()

@@ -12,6 +12,8 @@ from tests.stack import Stack, valid_payload
 
 pytestmark = pytest.mark.integration
 
+VEHICLE = {"state": "CA", "mileage": 42000}
+
 
 @pytest.fixture(scope="module", autouse=True)
 def worker(stack: Stack) -> WorkerProcess:
@@ -143,6 +145,27 @@ def test_a_lead_without_route_is_dead_unroutable(stack: Stack) -> None:
     record = stack.wait_for([lead_id])[lead_id]
     assert (record["state"], record["reason"]) == ("dead", "unroutable")
     assert "routing file" in record["error"]["message"]
+
+
+def test_a_section_without_a_dealer_routes_its_leads_to_unroutable(stack: Stack) -> None:
+    # Given a routing file whose [partners.nodealer] names no dealer, nor does [defaults]
+    # (the file is read, not refused: the other partners still deliver)
+    vehicle = {**VEHICLE, "vin": "1HGCM82633A004352", "state": "TX"}
+    lead_id = stack.send(valid_payload(vehicle=vehicle), partner="nodealer")
+    record = stack.wait_for([lead_id])[lead_id]
+    # Then its lead is dead, unroutable, even though [states.TX] names a dealer
+    assert (record["state"], record["reason"]) == ("dead", "unroutable")
+    assert stack.fake.stored_lead_ids().get(lead_id) is None
+
+
+def test_a_vin_with_i_o_or_q_beside_make_model_year_is_set_aside(stack: Stack) -> None:
+    vehicle = {**VEHICLE, "vin": "1HGCM82633AOO4352", "make": "Honda", "model": "Accord"}
+    vehicle["year"] = 2003
+    lead_id = stack.send(valid_payload(vehicle=vehicle), partner="acme")
+    record = stack.wait_for([lead_id])[lead_id]
+    assert (record["state"], record["vehicleIdMethod"]) == ("delivered", "make_model_year")
+    assert any(w.startswith("vehicle.vin holds") for w in record["warnings"])
+    assert stack.fake.stored_lead_ids().get(lead_id) == 1
 
 
 def test_the_partner_argument_wins_over_the_payload_with_a_warning(stack: Stack) -> None:

@@ -64,17 +64,33 @@ def test_metrics_follow_the_leads_through_a_real_worker(stack: Stack, tmp_path: 
 
         # Then the next scrape counts exactly what happened
         after = scrape(url)
+        # And once the dead letter is purged, the gauge drops but the counter alerts
+        # use (`increase(leadpipe_dead_lettered_total[15m])`) does not go down
+        purge = CliRunner().invoke(
+            main, ["dlq", "purge", ids[3]], env={**stack.env}, catch_exceptions=False
+        )
+        assert purge.exit_code == 0, purge.output
+        purged = scrape(url)
+    assert value(purged, "leadpipe_dead_letters", reason="rejected") == 0
+    assert value(purged, "leadpipe_dead_lettered_total", reason="rejected") == 1
     assert value(after, "leadpipe_queue_depth", queue="leads.ingest") == 0
     assert value(after, "leadpipe_leads", state="delivered") == 4
     assert value(after, "leadpipe_leads", state="dead") == 1
     assert value(after, "leadpipe_leads", state="received") == 0
     assert value(after, "leadpipe_dead_letters", reason="rejected") == 1
     assert value(after, "leadpipe_dead_letters", reason="invalid") == 0
+    assert value(after, "leadpipe_dead_lettered_total", reason="rejected") == 1
+    assert value(after, "leadpipe_dead_lettered_total", reason="invalid") == 0
     assert value(after, "leadpipe_delivery_attempts_total", outcome="delivered") == 4
     assert value(after, "leadpipe_delivery_attempts_total", outcome="rejected") == 1
     assert value(after, "leadpipe_delivery_attempts_total", outcome="transient") == 2
     assert value(after, "leadpipe_scheduled_retries") == 0
     assert value(after, "leadpipe_unreadable_messages_total") == 0
+    assert value(after, "leadpipe_redis_used_memory_bytes") > 0
+    assert value(after, "leadpipe_redis_max_memory_bytes") == int(
+        stack.redis.info("memory")["maxmemory"]
+    )
+    assert value(after, "leadpipe_notifications", state="pending") == 0  # no webhooks here
     # The histogram: one observation per delivered lead, cumulative buckets, a sum
     assert value(after, "leadpipe_delivery_latency_seconds_count") == 4
     assert value(after, "leadpipe_delivery_latency_seconds_bucket", le="+Inf") == 4

@@ -57,7 +57,9 @@ def test_the_sweeper_recovers_a_lead_whose_message_was_deleted(stack: Stack) -> 
     # When the broker loses that message (as a Redis restart without persistence would)
     stack.redis.delete("leads.enrich")
     # Then a full worker's sweeper finds the stuck lead after its lease and finishes it
-    stack.start_worker("sweeper", env={"LEADPIPE_LEASE_SECONDS": "1"})
+    stack.start_worker(
+        "sweeper", env={"LEADPIPE_LEASE_SECONDS": "1", "LEADPIPE_HTTP_TIMEOUT_SECONDS": "0.4"}
+    )
     record = stack.wait_for([lead_id], timeout=30)[lead_id]
     assert record["state"] == "delivered"
     stack.assert_delivered_once([lead_id])

@@ -25,10 +25,12 @@ from typing import Any
 
 import pytest
 import redis
+from kombu.transport.redis import Channel as KombuRedisChannel
 
 from leadpipe.fake_mykaarma import FakeMyKaarma
 from leadpipe.runner import WorkerProcess, WorkerSpec, default_specs
 from store.embedded import free_port, start_redis_server
+from tasks.fetch import held_messages
 from tests.conftest import flush_owned_database
 from tests.stack import (
     ALL_QUEUES,
@@ -251,7 +253,7 @@ class ReliabilityStack(Stack):
         """Leads per state, counted over every record in this stack's database."""
         keys = [
             key
-            for key in self.redis.scan_iter(match=f"{self.store.keys.lead_prefix}*", count=1000)
+            for key in self.redis.scan_iter(match=self.store.keys.lead_pattern, count=1000)
             if not text(key).endswith((":attempts", ":history"))
         ]
         pipe = self.redis.pipeline(transaction=False)
@@ -318,6 +320,7 @@ class StackFactory:
         workers = [w for stack in self.stacks for w in stack.workers]
         for worker in workers:
             worker.signal(signal.SIGTERM)
+            worker.signal(signal.SIGCONT)  # a test may have frozen it (SIGSTOP)
         deadline = time.monotonic() + STOP_SECONDS
         for worker in workers:
             if worker.process is not None:
@@ -379,14 +382,14 @@ def fake_times(fake: FakeMyKaarma) -> dict[str, list[float]]:
 
 
 def reserved_lead_ids(client: redis.Redis, routing_key: str) -> set[str]:
-    """Lead ids of the messages kombu holds as reserved-but-unacknowledged for
-    `routing_key` (its `unacked` hash: [envelope, exchange, routing key]). An ingest
-    message's id is the lead id; later stages carry the lead id as their argument."""
+    """Lead ids of the messages workers hold taken-but-unacknowledged from queue
+    `routing_key` (reliable fetch's held lists, tasks/fetch.py). An ingest message's
+    id is the lead id; later stages carry the lead id as their argument."""
     ids: set[str] = set()
-    for raw in client.hvals("unacked"):
-        envelope, _exchange, key = json.loads(raw)
-        if key != routing_key:
+    for source, raw in held_messages(client):
+        if source.split(KombuRedisChannel.sep, 1)[0] != routing_key:
             continue
+        envelope = json.loads(raw)
         if routing_key == "leads.ingest":
             ids.add(str(envelope["headers"]["id"]))
         else:

@@ -153,6 +153,8 @@ RESULT_KEYS = {
     "latency_p50_ms",
     "latency_p99_ms",
     "rss_growth_percent",
+    "pipeline_0ms_sentinel_per_s",
+    "ratio_sentinel",
     "figures",
     "ratios",
     "latency",
@@ -184,13 +186,19 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     for name in ("baseline_chain", "pipeline_0ms", "pipeline_200ms", "naive_200ms"):
         figure = results["figures"][name]
         assert figure["min"] <= figure["median"] <= figure["max"]
-        assert len(figure["runs"]) == results["plan"]["runs"] == 3
+        assert len(figure["runs"]) == results["plan"]["runs"] == 2
     assert results["pipeline_0ms_per_s"] > 0 and results["naive_200ms_per_s"] > 0
     ratio = results["ratios"]["ratio_0ms"]
     assert ratio["value"] == results["ratio_0ms"]
     assert ratio["value"] == pytest.approx(
         results["pipeline_0ms_per_s"] / results["baseline_chain_per_s"], abs=0.01
     )
+    # the Sentinel leg ran, against plain runs of the same size, and reports its ratio
+    sentinel = results["figures"]["pipeline_0ms_sentinel"]
+    assert sentinel["n_per_run"] == results["plan"]["sentinel_leads"]
+    assert len(sentinel["runs"]) == 2 and results["pipeline_0ms_sentinel_per_s"] > 0
+    assert results["ratios"]["ratio_sentinel"]["value"] == results["ratio_sentinel"] > 0
+    assert "ratio_sentinel" in (tmp_path / "results.md").read_text()
     assert results["latency"]["p50_ms"]["median"] <= results["latency"]["p99_ms"]["median"]
     assert results["memory"]["leads"] >= results["memory"]["target_leads"]
     assert results["machine"]["cores_logical"] >= 1

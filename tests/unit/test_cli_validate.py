@@ -16,8 +16,8 @@ from rich.console import Console
 
 from leadpipe.cli import main
 from leadpipe.cli import validate as validate_module
-from leadpipe.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from leadpipe.cli.input import InputError, read_lead_documents, read_lead_input
+from leadpipe.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.mapping import validate_mykaarma_request
 from tests.unit.test_models_rules import valid_payload
 

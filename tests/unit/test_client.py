@@ -21,18 +21,18 @@ from pydantic import SecretStr
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from pipeline.breaker import Answer
 from pipeline.client import (
-    USER_AGENT,
     Delivered,
     DeliveryOutcome,
     MyKaarmaClient,
     RejectedByMyKaarma,
     TransientFailure,
+    breaker_answer,
     classify,
-    outcome_as_error,
     parse_retry_after,
 )
-from pipeline.errors import MyKaarmaUnavailable, Rejected
+from pipeline.http_session import USER_AGENT
 
 USERNAME = "svc-user"
 PASSWORD = "s3cr3t-Pa55word"
@@ -154,7 +154,9 @@ def test_the_connection_is_reused():
             """Keep the test output quiet."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -212,7 +214,7 @@ def test_400_records_the_error_envelope(httpserver, client):
 
 def test_401_without_envelope_records_the_body(httpserver, client):
     answer(httpserver, 401, "Unauthorized")
-    assert deliver(client) == RejectedByMyKaarma(401, "Unauthorized")
+    assert deliver(client) == RejectedByMyKaarma(401, "Unauthorized", Answer.UNAUTHORIZED)
 
 
 def test_404_with_empty_body(httpserver, client):
@@ -262,10 +264,27 @@ def test_503_with_retry_after_and_plain_body(httpserver, client):
     assert outcome == TransientFailure(503, "HTTP 503: down for maintenance", 120.0)
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 413, 415, 422])
+@pytest.mark.parametrize("status", [400, 404, 409, 410, 413, 415, 422])
 def test_other_4xx_are_rejections(httpserver, client, status):
     answer(httpserver, status, {"error": ENVELOPE_ERROR})
-    assert deliver(client) == RejectedByMyKaarma(status, ENVELOPE_ERROR)
+    outcome = deliver(client)
+    assert outcome == RejectedByMyKaarma(status, ENVELOPE_ERROR)
+    assert breaker_answer(outcome) == Answer.REJECTED
+
+
+@pytest.mark.parametrize(
+    ("status", "meaning"), [(401, Answer.UNAUTHORIZED), (403, Answer.FORBIDDEN)]
+)
+def test_401_and_403_refuse_access_not_the_lead(httpserver, client, status, meaning):
+    answer(httpserver, status, {"error": ENVELOPE_ERROR})
+    outcome = deliver(client)
+    assert outcome == RejectedByMyKaarma(status, ENVELOPE_ERROR, meaning)
+    assert breaker_answer(outcome) == meaning
+
+
+def test_breaker_answer_of_delivered_and_transient():
+    assert breaker_answer(Delivered(200)) == Answer.DELIVERED
+    assert breaker_answer(TransientFailure(503, "x")) == Answer.TRANSIENT
 
 
 def test_a_redirect_is_not_followed_and_is_transient(httpserver, client):
@@ -394,14 +413,12 @@ def test_credentials_never_leak(httpserver, client, caplog):
         TransientFailure,
     ]
     assert any(r.name == "pipeline.client" for r in caplog.records)  # we did log
-    errors = [outcome_as_error(o, lead_id=LEAD_ID) for o in outcomes]
     texts = [
         caplog.text,
         repr(client),
         repr(client._session.auth),
         *(str(o) for o in outcomes),
         *(repr(o) for o in outcomes),
-        *(str(e) for e in errors),
     ]
     for text in texts:
         assert PASSWORD not in text
@@ -497,14 +514,36 @@ def test_an_error_that_is_no_object_falls_back_to_the_body():
     assert classify(400, content, {}) == RejectedByMyKaarma(400, '{"error": "bad things"}')
 
 
-def test_outcome_as_error():
-    assert outcome_as_error(Delivered(200)) is None
+DEEP = "[" * 100_000 + "]" * 100_000
 
-    transient = outcome_as_error(TransientFailure(503, "HTTP 503: down", 30.0), lead_id="l-1")
-    assert isinstance(transient, MyKaarmaUnavailable)
-    assert (transient.status, transient.retry_after, transient.lead_id) == (503, 30.0, "l-1")
-    assert "HTTP 503: down" in str(transient)
 
-    rejected = outcome_as_error(RejectedByMyKaarma(400, ENVELOPE_ERROR), lead_id="l-2")
-    assert isinstance(rejected, Rejected)
-    assert (rejected.status, rejected.error, rejected.lead_id) == (400, ENVELOPE_ERROR, "l-2")
+@pytest.mark.parametrize(
+    "body",
+    [
+        DEEP,  # json.loads raises RecursionError (issue 10: an endless re-POST)
+        '{"prospectUuid": "p", "warnings": ' + DEEP + "}",
+        "",
+        "not json at all \xff",
+        '{"a": "' + "x" * (3 * 1024 * 1024) + '"}',  # past the read cap: cut short
+        '{"statusCode": 200, "error": {"code": ' + DEEP + "}}",
+    ],
+    ids=["deep", "deep-warnings", "empty", "not-json", "huge", "deep-error"],
+)
+def test_any_2xx_body_is_delivered_and_deliver_never_raises(httpserver, client, body):
+    # Given myKaarma answers 201 with a body no parser copes with
+    answer(httpserver, 201, body)
+    # When the lead is posted, then it is delivered: one POST, no exception
+    outcome = deliver(client)
+    assert isinstance(outcome, Delivered) and outcome.status == 201
+    assert len(httpserver.log) == 1
+
+
+def test_a_deep_error_body_still_decides_by_its_status(httpserver, client):
+    answer(httpserver, 400, DEEP)
+    assert isinstance(deliver(client), RejectedByMyKaarma)
+    answer(httpserver, 503, DEEP)
+    assert isinstance(deliver(client), TransientFailure)
+
+
+def test_classify_survives_a_deep_body():
+    assert classify(200, DEEP.encode(), {}) == Delivered(200)

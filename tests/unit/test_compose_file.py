@@ -93,6 +93,26 @@ def test_flower_listens_on_all_interfaces_only_with_basic_auth(
     assert all(str(port).startswith("127.0.0.1:") for port in flower.get("ports", []))
 
 
+def env_files(service: dict[str, Any]) -> list[str]:
+    files = service.get("env_file") or []
+    return [files] if isinstance(files, str) else list(files)
+
+
+def test_the_mykaarma_password_reaches_the_worker_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # Given the password kept out of .env (which every service reads) ...
+    _value, is_set = env_example()["MYKAARMA_PASSWORD"]
+    assert not is_set
+    secret = ROOT / "mykaarma.env.example"
+    assert re.search(r"^MYKAARMA_PASSWORD=\S+", secret.read_text(), re.M)
+    # ... only the worker and the stand-in myKaarma read mykaarma.env
+    readers = {name for name, s in services.items() if "mykaarma.env" in env_files(s)}
+    assert readers == {"worker", "fake-mykaarma"}
+    for name, service in services.items():
+        assert "MYKAARMA_PASSWORD" not in (service.get("environment") or {}), name
+
+
 def test_the_fake_mykaarma_binds_every_interface_on_purpose(
     services: dict[str, dict[str, Any]],
 ) -> None:

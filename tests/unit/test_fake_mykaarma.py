@@ -480,10 +480,10 @@ def test_config_endpoint_refuses_bad_settings(fake, settings):
     ],
 )
 def test_cli_refuses_bad_values_with_a_usage_error(args):
-    from leadpipe.cli.fake_mykaarma import COMMAND
+    from leadpipe.cli.fake_mykaarma import fake_mykaarma
 
     result = CliRunner().invoke(
-        COMMAND, args, env={"MYKAARMA_USERNAME": None, "MYKAARMA_PASSWORD": None}
+        fake_mykaarma, args, env={"MYKAARMA_USERNAME": None, "MYKAARMA_PASSWORD": None}
     )
 
     assert result.exit_code == 2, result.output

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from pipeline import models, vin
 from pipeline.lead import VehicleIdMethod
 from pipeline.models import PartnerLeadRequest, VehicleSearchInfo
 from pipeline.validation import validate_lead
@@ -260,3 +261,28 @@ class TestStrictModels:
         request = PartnerLeadRequest.model_validate(valid_payload())
         with pytest.raises(ValidationError):
             request.vehicle.mileage = 5
+
+
+def test_messages_are_worded_from_the_models_bounds() -> None:
+    # One place for every bound: the messages quote the constants of pipeline.models.
+    cases = {
+        "lead.firstName": ("a" * (models.NAME_MAX_CHARS + 1), f"1 to {models.NAME_MAX_CHARS} "),
+        "vehicle.licensePlate": (
+            "P" * (models.PLATE_MAX_CHARS + 1),
+            f"to {models.PLATE_MAX_CHARS} ",
+        ),
+        "vehicle.year": (models.YEAR_MAX + 1, f"between {models.YEAR_MIN} and {models.YEAR_MAX}"),
+        "vehicle.mileage": (models.MILEAGE_MAX + 1, f"and {models.MILEAGE_MAX:,}"),
+        "vehicle.vin": (GOOD_VIN[:-1], f"exactly {models.VIN_CHARS} characters"),
+        "utmParameters": ("u" * (models.UTM_MAX_CHARS + 1), f"to {models.UTM_MAX_CHARS} "),
+    }
+    for path, (value, fragment) in cases.items():
+        errors = errors_of(with_value(valid_payload(), path, value))
+        assert fragment in errors[path], (path, errors)
+
+
+def test_vin_rules_come_from_the_model() -> None:
+    assert vin.VIN_LENGTH == models.VIN_CHARS
+    assert frozenset(models.VIN_ALPHABET) == vin.VIN_CHARACTERS
+    assert not {"I", "O", "Q"} & vin.VIN_CHARACTERS
+    assert (vin.MIN_MODEL_YEAR, vin.MAX_MODEL_YEAR) == (models.YEAR_MIN, models.YEAR_MAX)

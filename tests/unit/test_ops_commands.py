@@ -3,22 +3,24 @@ at start, the latency histogram, the demo's sample leads."""
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from config.settings import DEFAULT_HOME, load_settings
+from config.settings import DEFAULT_HOME, SettingsError, load_settings
 from leadpipe.cli import main
-from leadpipe.cli.common import EXIT_USAGE
-from leadpipe.cli.flower import is_loopback
 from leadpipe.cli.worker import _exit_code, _only
-from leadpipe.demo_samples import ROUTING, Tracked, explain, samples
-from leadpipe.metrics import latency_histogram, queue_keys
+from leadpipe.demo_samples import WEBHOOK_SECRET_ENV, Tracked, explain, routing, samples
+from leadpipe.exit_codes import EXIT_USAGE
+from leadpipe.metrics import latency_histogram
 from leadpipe.runner import default_specs
 from pipeline.routing import RoutingTable, load_routing
 from pipeline.validation import validate_lead
 from store.records import LATENCY_BUCKETS, latency_bucket
+from tasks.depths import queue_keys
 
 #: Variables a developer's shell may hold that would change what these commands do.
 UNSET: dict[str, str | None] = {
@@ -55,24 +57,6 @@ def test_flower_names_a_bad_basic_auth_variable() -> None:
     assert "LEADPIPE_FLOWER_BASIC_AUTH" in result.output
 
 
-@pytest.mark.parametrize(
-    ("address", "loopback"),
-    [
-        ("127.0.0.1", True),
-        ("127.8.9.10", True),
-        ("::1", True),
-        ("[::1]", True),
-        ("localhost", True),
-        ("0.0.0.0", False),
-        ("::", False),
-        ("192.168.1.5", False),
-        ("example.com", False),
-    ],
-)
-def test_is_loopback(address: str, loopback: bool) -> None:
-    assert is_loopback(address) is loopback
-
-
 # -- worker -----------------------------------------------------------------------
 
 
@@ -97,7 +81,7 @@ def test_a_queue_subset_keeps_each_queue_on_its_own_pool() -> None:
     assert [s.name for s in _only(default_specs(16), "celery")] == ["cpu"]
 
 
-@pytest.mark.parametrize(("returncode", "exit_code"), [(0, 0), (3, 3), (-15, 143), (-9, 137)])
+@pytest.mark.parametrize(("returncode", "exit_code"), [(0, 0), (2, 2), (-15, 143), (-9, 137)])
 def test_a_childs_return_code_becomes_a_shell_exit_code(returncode: int, exit_code: int) -> None:
     assert _exit_code(returncode) == exit_code
 
@@ -141,20 +125,24 @@ def test_queue_keys_cover_kombus_priority_lists() -> None:
 # -- demo -------------------------------------------------------------------------
 
 
-def _routing(tmp_path: Any) -> RoutingTable:
+def _routing(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> RoutingTable:
     path = tmp_path / "routing.toml"
-    path.write_text(ROUTING)
+    path.write_text(routing("http://127.0.0.1:9/hooks"))
+    monkeypatch.setenv(WEBHOOK_SECRET_ENV, "whsec_" + base64.b64encode(b"d" * 32).decode())
     return load_routing(path)
 
 
-def test_each_demo_sample_is_what_it_claims_to_be(tmp_path: Any) -> None:
-    routing = _routing(tmp_path)
+def test_each_demo_sample_is_what_it_claims_to_be(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routes = _routing(tmp_path, monkeypatch)
+    assert routes.webhook_for("acme") is not None  # the demo shows acme's webhook
     by_key = {s.key: s for s in samples("run1")}
     for sample in by_key.values():
         result = validate_lead(sample.payload, partner=sample.partner)
         assert result.valid is (sample.expect_reason != "invalid"), sample.key
         if result.lead is not None:
-            route = routing.route(result.lead.partner, result.lead.state)
+            route = routes.route(result.lead.partner, result.lead.state)
             assert (route is None) is (sample.expect_reason == "unroutable"), sample.key
     methods = {
         key: validate_lead(by_key[key].payload).method
@@ -215,8 +203,35 @@ def test_only_the_contract_names_are_read_from_the_environment(
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
     monkeypatch.setenv("ROUTING_FILE", "/etc/other.toml")
     settings = load_settings()
-    assert settings.home == DEFAULT_HOME
+    assert settings.home == Path("/home/someone") / DEFAULT_HOME.name
     assert settings.redis_url is None
     assert settings.routing_file is None
     monkeypatch.setenv("LEADPIPE_HOME", "/srv/leadpipe")
     assert str(load_settings().home) == "/srv/leadpipe"
+
+
+def test_leadpipe_home_is_one_absolute_place_whatever_the_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `leadpipe submit` from another directory must find the same embedded Redis
+    monkeypatch.delenv("LEADPIPE_HOME", raising=False)
+    homes = set()
+    for where in (tmp_path, tmp_path / "elsewhere"):
+        where.mkdir(exist_ok=True)
+        monkeypatch.chdir(where)
+        homes.add(load_settings().home)
+    assert len(homes) == 1 and next(iter(homes)).is_absolute()
+
+
+def test_a_lease_shorter_than_two_http_timeouts_is_refused_at_start() -> None:
+    with pytest.raises(SettingsError, match=r"LEADPIPE_LEASE_SECONDS .* LEADPIPE_HTTP_TIMEOUT"):
+        load_settings(LEADPIPE_LEASE_SECONDS=15, LEADPIPE_HTTP_TIMEOUT_SECONDS=10)
+    assert load_settings(LEADPIPE_LEASE_SECONDS=21, LEADPIPE_HTTP_TIMEOUT_SECONDS=10)
+
+
+def test_retention_days_accept_fractions_and_refuse_zero() -> None:
+    settings = load_settings(LEADPIPE_RETENTION_DAYS="0.0001", LEADPIPE_DEAD_RETENTION_DAYS="2.5")
+    assert settings.retention_seconds == pytest.approx(8.64)
+    assert settings.dead_retention_seconds == pytest.approx(216_000)
+    with pytest.raises(SettingsError, match="LEADPIPE_RETENTION_DAYS"):
+        load_settings(LEADPIPE_RETENTION_DAYS="0")

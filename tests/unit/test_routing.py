@@ -6,23 +6,31 @@ import logging
 import os
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from pipeline.errors import RoutingFileError
+from pipeline.mykaarma import LeadType, Source
 from pipeline.routing import (
     DEFAULT_LEAD_TYPE,
     DEFAULT_SERVICES,
     DEFAULT_SOURCE,
+    LEAD_TYPES,
     NO_ROUTES,
+    SOURCES,
     Route,
+    RoutingDocument,
     RoutingFile,
     RoutingTable,
     Service,
     StaticRouting,
     load_routing,
     open_routing,
+    parse_routing,
 )
+from pipeline.routing import schema as routing_schema
+from pipeline.routing.schema import DefaultsSection, PartnerSection, ServiceSpec, StateSection
 
 CONTRACT_EXAMPLE = """
 [defaults]
@@ -42,7 +50,7 @@ dealer_uuid = "d-0003"
 
 
 def table(text: str) -> RoutingTable:
-    return RoutingTable.from_toml_text(textwrap.dedent(text), origin="routes.toml")
+    return parse_routing(textwrap.dedent(text), origin="routes.toml")
 
 
 def problem(text: str) -> str:
@@ -177,6 +185,69 @@ def test_partner_names_that_need_quotes():
     assert route.section == 'partners."acme.co uk"'
 
 
+def test_a_section_without_a_dealer_is_read_and_its_leads_are_unroutable():
+    # Given sections that name no dealer, while [defaults] names none either
+    routes = table(
+        """
+        [defaults]
+        source = "MMC"
+        [partners.acme]
+        lead_type = "RECALL"
+        [states.NY]
+        lead_type = "RECALL"
+        [states.TX]
+        dealer_uuid = "d-3"
+        """
+    )
+    # Then the file is not refused: those leads end unroutable (CONTRACT section 5)
+    assert routes.route("acme", None) is None
+    assert routes.route("other", "NY") is None
+    # And the chosen section decides: acme's leads do not fall through to their state
+    assert routes.route("acme", "TX") is None
+    # While the rest of the file routes
+    route = routes.route("other", "TX")
+    assert route is not None and route.dealer_uuid == "d-3"
+    assert not routes.is_empty
+    # And the operator is told which sections route nowhere
+    assert routes.warnings == (
+        "partners.acme: no dealer_uuid here nor in [defaults]: unroutable",
+        "states.NY: no dealer_uuid here nor in [defaults]: unroutable",
+    )
+
+
+def test_only_sections_without_a_dealer_route_nothing():
+    routes = table('[partners.acme]\nlead_type = "RECALL"')
+    assert routes.is_empty
+    assert routes.route("acme", "TX") is None
+
+
+def test_a_loaded_file_logs_its_unroutable_sections_once(tmp_path, caplog):
+    path = tmp_path / "routes.toml"
+    write(path, '[partners.acme]\nlead_type = "RECALL"', mtime_ns=1_000_000_000)
+    source = RoutingFile(path, check_interval=0)
+    with caplog.at_level(logging.WARNING, logger="pipeline.routing"):
+        for _ in range(3):
+            assert source.current().route("acme", None) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"routing file {path}: partners.acme: no dealer_uuid here nor in [defaults]: unroutable"
+    ]
+
+
+def test_routing_enums_are_mykaarmas():
+    assert get_args(Source) == SOURCES
+    assert get_args(LeadType) == LEAD_TYPES
+    for source in SOURCES:
+        assert table(f'[defaults]\ndealer_uuid = "d"\nsource = "{source}"').route(None, None)
+    for lead_type in LEAD_TYPES:
+        assert table(f'[defaults]\ndealer_uuid = "d"\nlead_type = "{lead_type}"').route(None, None)
+
+
+def test_schema_models_forbid_unknown_keys():
+    for model in (RoutingDocument, DefaultsSection, PartnerSection, StateSection, ServiceSpec):
+        assert model.model_config.get("extra") == "forbid"
+
+
 # --- validation -------------------------------------------------------------------------
 
 
@@ -184,7 +255,10 @@ def test_partner_names_that_need_quotes():
     ("text", "expected"),
     [
         ('[defaults\ndealer_uuid = "d"', "routes.toml is not valid TOML"),
-        ('[default]\ndealer_uuid = "d"', "default: unknown key (expected defaults, partners"),
+        (
+            '[default]\ndealer_uuid = "d"',
+            "default: unknown key (expected one of defaults, partners, states, dealers)",
+        ),
         (
             '[defaults]\ndealer_uuid = "d"\ndealer = "x"',
             "defaults.dealer: unknown key (expected one of dealer_uuid",
@@ -254,14 +328,6 @@ def test_partner_names_that_need_quotes():
         ('defaults = "d-1"', "defaults: must be a table"),
         ('partners = "acme"', "partners: must be a table of [partners.<name>] sections"),
         ('[partners]\nacme = "d-2"', "partners.acme: must be a table"),
-        (
-            '[partners.acme]\nlead_type = "RECALL"',
-            "partners.acme: no dealer_uuid here nor in [defaults]",
-        ),
-        (
-            '[defaults]\nsource = "MMC"\n[states.NY]\nlead_type = "RECALL"',
-            "states.NY: no dealer_uuid here nor in [defaults]",
-        ),
     ],
 )
 def test_every_bad_file_names_the_file_and_the_key(text, expected):
@@ -367,7 +433,7 @@ def test_an_unchanged_file_is_not_parsed_again(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("parsed an unchanged file")
 
-    monkeypatch.setattr(RoutingTable, "from_toml_text", fail)
+    monkeypatch.setattr(routing_schema, "parse_routing", fail)
     assert source.current() is first
 
 

@@ -110,6 +110,57 @@ class TestCheckDigit:
         assert fields == ["lead.firstName", "vehicle.vin"]
 
 
+#: GOOD_VIN with an O where a 0 belongs: no VIN may hold I, O or Q (ISO 3779).
+ILLEGAL_CHARS_VIN = "1HGCM82633AOO4352"
+
+
+class TestVinCharacters:
+    """CONTRACT section 4: the most accurate *usable* method wins; a VIN with a letter
+    no VIN may hold is unusable, so beside another usable method it is a warning."""
+
+    @pytest.mark.parametrize(
+        ("other", "method"),
+        [
+            (MMY, VehicleIdMethod.MAKE_MODEL_YEAR),
+            ({"licensePlate": "ABC123"}, VehicleIdMethod.PLATE_STATE),
+        ],
+    )
+    def test_illegal_vin_with_another_method_is_set_aside(
+        self, other: dict[str, Any], method: VehicleIdMethod
+    ) -> None:
+        result = validate_lead(vehicle_payload(vin=ILLEGAL_CHARS_VIN, **other))
+        assert result.valid and result.errors == ()
+        assert result.method is method
+        assert result.lead is not None and result.lead.vin is None
+        assert result.warnings == (
+            f'vehicle.vin holds "O", which no VIN may: set aside, '
+            f"vehicle identified by {method.value}",
+        )
+        assert result.normalized["vehicle"]["vin"] == ILLEGAL_CHARS_VIN
+
+    @pytest.mark.parametrize(("letter"), ["I", "O", "Q"])
+    def test_illegal_vin_alone_is_invalid(self, letter: str) -> None:
+        result = validate_lead(vehicle_payload(vin=GOOD_VIN[:-1] + letter))
+        assert not result.valid and result.method is None
+        assert [e.to_json() for e in result.errors] == [
+            {
+                "field": "vehicle.vin",
+                "message": "may contain only digits and letters other than I, O and Q "
+                f'(found "{letter}")',
+            }
+        ]
+
+    def test_illegal_vin_with_partial_make_model_year_is_invalid(self) -> None:
+        result = validate_lead(vehicle_payload(vin=ILLEGAL_CHARS_VIN, make="Honda", year=2003))
+        assert [e.field for e in result.errors] == ["vehicle.vin"]
+
+    def test_a_vin_of_the_wrong_length_stays_invalid_beside_make_model_year(self) -> None:
+        # 17 characters is a rule of the seed itself, not a question of usability.
+        result = validate_lead(vehicle_payload(vin=GOOD_VIN[:16], **MMY))
+        assert not result.valid
+        assert [e.field for e in result.errors] == ["vehicle.vin"]
+
+
 class TestEnrichment:
     def test_vin_fills_make_and_year_when_absent(self) -> None:
         lead = validate_lead(vehicle_payload(vin=GOOD_VIN, model="Accord")).lead

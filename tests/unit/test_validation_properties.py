@@ -128,3 +128,31 @@ def test_a_valid_leads_normalized_request_validates_to_the_same_result(
     assert second.lead == first.lead
     # Unknown keys and a replaced partner were dealt with the first time.
     assert set(second.warnings) <= set(first.warnings)
+
+
+@given(
+    st.text(
+        alphabet=st.characters(
+            min_codepoint=33, max_codepoint=126, exclude_characters="-"
+        ),  # printable ASCII, kept by normalization
+        min_size=17,
+        max_size=17,
+    )
+)
+@settings(max_examples=200)
+def test_any_17_character_vin_beside_make_model_year_keeps_the_lead_valid(vin: str) -> None:
+    # CONTRACT section 4: the most accurate *usable* method wins; an unusable VIN
+    # (I, O or Q, any other odd character, a failing check digit) is only a warning.
+    vehicle = {"state": "TX", "mileage": 1, "vin": vin, "make": "Honda", "model": "Accord"}
+    payload = {
+        "lead": {"firstName": "Jane", "lastName": "Doe", "email": "jane@example.com"},
+        "vehicle": {**vehicle, "year": 2003},
+    }
+    result = validate_lead(payload)
+    assert result.valid, result.errors
+    assert result.lead is not None
+    if result.method is not None and result.method.value == "make_model_year":
+        assert result.lead.vin is None
+        assert any(w.startswith("vehicle.vin") for w in result.warnings)
+    else:
+        assert result.lead.vin == result.normalized["vehicle"]["vin"]

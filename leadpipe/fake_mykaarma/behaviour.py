@@ -1,19 +1,17 @@
-"""A local stand-in for myKaarma's lead API, for the demo, tests and the benchmark.
+"""What the fake myKaarma answers: behaviours, recorded requests, stored leads.
 
-`FakeMyKaarma` serves ``POST /leads/v2/dealer/{dealerUuid}`` over HTTP/1.1 with
-keep-alive (one thread per connection, so slow answers never queue behind each other)
-and records every lead request it saw. It binds loopback addresses only, unless told
-otherwise with ``allow_remote=True``; it is a test tool, not a server.
+`FakeLeadApi` holds the fake's state and decides each answer; it knows nothing about
+sockets (`leadpipe.fake_mykaarma.server` serves it over HTTP), so its rules can be read
+and tested on their own. A lead request is decided in these steps, in order::
 
-A lead request goes through these steps, in order::
-
-    behaviour "down"  -> connection closed, no answer, nothing stored
-    latency           -> sleep latency_ms (or the dealer's slow:<ms>)
+    behaviour "down"  -> no answer, nothing stored (the server closes the connection)
     fail_rate         -> 503, at random (seedable)
     basic auth        -> 401 when username/password are set and do not match
     body              -> 400 when not a JSON object, or customer, vehicle, dealerDetails,
                          services (non-empty), status == "NEW" or leadType is missing
     behaviour         -> the dealer's answer (below); success stores the lead
+
+(The server sleeps the latency first: latency_ms, or the dealer's slow:<ms>.)
 
 Per-dealer behaviours (``behaviours={dealerUuid: spec}``; the key ``*`` applies to every
 dealer without its own entry). A spec is one outcome, optionally joined by a comma with
@@ -33,48 +31,22 @@ dealer without its own entry). A spec is one outcome, optionally joined by a com
 
 A lead is identified by its ``Idempotency-Key`` header, else its body's ``leadId``,
 within one dealer: a lead already stored answers 200 with the same prospectUuid and
-``isNewCreated: false``. Control endpoints (``/_fake/...``) let a test that runs the fake
-in another process read and steer it. Bodies are never logged; the access log is off
-unless ``access_log=True``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hmac
-import ipaddress
 import json
-import logging
 import math
 import random
-import socket
-import socketserver
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-logger = logging.getLogger(__name__)
-
-#: Port of `leadpipe fake-mykaarma` when none is given (one unlikely to be taken).
-DEFAULT_PORT = 8099
-#: Bigger bodies answer 413 unread: myKaarma leads are a few kB.
-MAX_BODY_BYTES = 10 * 1024 * 1024
-#: Seconds an idle keep-alive connection is kept open before its thread lets it go.
-KEEPALIVE_IDLE_SECONDS = 30.0
-#: listen() backlog: the stdlib's 5 makes hundreds of concurrent clients wait for SYN retries.
-LISTEN_BACKLOG = 1024
-#: How often the serving loop checks for stop(), in seconds (the stdlib's 0.5 slows tests).
-SHUTDOWN_POLL_SECONDS = 0.02
-#: Path of the lead endpoint, followed by the dealerUuid.
-LEAD_PATH_PREFIX = "/leads/v2/dealer/"
 #: Status recorded for a request answered by closing the connection.
 DROPPED = "dropped"
 
@@ -132,34 +104,28 @@ def _number(
     return number
 
 
-def _check_latency(value: float) -> float:
+def check_latency(value: float) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"latency_ms must be a finite number >= 0, not {value!r}")
     return float(value)
 
 
-def _check_fail_rate(value: float) -> float:
+def check_fail_rate(value: float) -> float:
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ValueError(f"fail_rate must be between 0 and 1, not {value!r}")
     return float(value)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _envelope(status: int, code: str | None = None, description: str = "") -> dict[str, Any]:
+def envelope(status: int, code: str | None = None, description: str = "") -> dict[str, Any]:
+    """myKaarma's answer envelope, with an error when `code` is given."""
     error = None if code is None else {"code": code, "description": description, "metadata": None}
     return {"statusCode": status, "error": error, "warnings": []}
 
 
 @dataclass
-class _Answer:
+class Answer:
+    """What the server sends back for one lead request."""
+
     status: int | None  # None: close the connection without answering
     body: dict[str, Any] | None = None
     headers: tuple[tuple[str, str], ...] = ()
@@ -168,7 +134,9 @@ class _Answer:
 
 
 @dataclass
-class _LeadRequest:
+class LeadRequest:
+    """One lead request as the server read it: what the answer depends on."""
+
     dealer_uuid: str
     lead_id: str | None
     idempotency_key: str | None
@@ -180,13 +148,11 @@ class _LeadRequest:
         return self.idempotency_key or self.lead_id
 
 
-class FakeMyKaarma:
-    """The fake lead API: configure, `start()`, point a client at `.url`, inspect, `stop()`."""
+class FakeLeadApi:
+    """The fake's state and answers, without a server; thread-safe."""
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
         *,
         latency_ms: float = 0,
         fail_rate: float = 0.0,
@@ -194,75 +160,21 @@ class FakeMyKaarma:
         password: str | None = None,
         behaviours: dict[str, str] | None = None,
         seed: int | None = None,
-        allow_remote: bool = False,
-        access_log: bool = False,
     ) -> None:
-        if not allow_remote and not _is_loopback(host):
-            raise ValueError(f"refusing to bind {host!r}: a test tool binds loopback only")
         if (username is None) != (password is None):
             raise ValueError("give both username and password, or neither")
-        self.host, self.port = host, port
-        self.access_log = access_log
         self._credentials = None if username is None else f"{username}:{password}".encode()
         self._lock = threading.Lock()
         self._seed = seed
         self._rng = random.Random(seed)
-        self._latency_ms = _check_latency(latency_ms)
-        self._fail_rate = _check_fail_rate(fail_rate)
+        self._latency_ms = check_latency(latency_ms)
+        self._fail_rate = check_fail_rate(fail_rate)
         self._behaviour_specs: dict[str, str] = {}
         self._behaviours: dict[str, Behaviour] = {}
         self.configure(behaviours=behaviours or {})
         self._records: list[dict[str, Any]] = []
         self._prospects: dict[tuple[str, str], str] = {}
         self._attempts: dict[tuple[str, str | None], int] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> FakeMyKaarma:
-        """Bind and serve in a background thread; returns self."""
-        if self._server is not None:
-            raise RuntimeError("already started")
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
-            name=f"fake-mykaarma:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeMyKaarma:
-        return self.start() if self._server is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://<host>:<port>``, the API root to use as MYKAARMA_BASE_URL."""
-        host = self._server.server_name if self._server else self.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
 
     # -- configuration and inspection -----------------------------------------------
 
@@ -279,8 +191,8 @@ class FakeMyKaarma:
             if not isinstance(behaviours, dict):
                 raise ValueError("behaviours must map dealerUuid to a spec")
             parsed = {str(d): parse_behaviour(str(s)) for d, s in behaviours.items()}
-        latency = None if latency_ms is None else _check_latency(latency_ms)
-        rate = None if fail_rate is None else _check_fail_rate(fail_rate)
+        latency = None if latency_ms is None else check_latency(latency_ms)
+        rate = None if fail_rate is None else check_fail_rate(fail_rate)
         with self._lock:
             if latency is not None:
                 self._latency_ms = latency
@@ -334,14 +246,14 @@ class FakeMyKaarma:
 
     # -- answering ------------------------------------------------------------------
 
-    def _behaviour(self, dealer_uuid: str) -> tuple[Behaviour, float]:
+    def behaviour_for(self, dealer_uuid: str) -> tuple[Behaviour, float]:
         with self._lock:
             behaviour = self._behaviours.get(dealer_uuid) or self._behaviours.get("*")
             behaviour = behaviour or Behaviour()
             latency = self._latency_ms if behaviour.latency_ms is None else behaviour.latency_ms
         return behaviour, latency
 
-    def _check_auth(self, header: str | None) -> bool:
+    def check_auth(self, header: str | None) -> bool:
         if self._credentials is None:
             return True
         scheme, _, token = (header or "").partition(" ")
@@ -351,7 +263,7 @@ class FakeMyKaarma:
             return False
         return scheme.lower() == "basic" and hmac.compare_digest(given, self._credentials)
 
-    def _answer(self, lead: _LeadRequest, behaviour: Behaviour, arrived: float) -> _Answer:
+    def answer(self, lead: LeadRequest, behaviour: Behaviour, arrived: float) -> Answer:
         with self._lock:
             answer = self._decide(lead, behaviour)
             self._records.append(
@@ -368,45 +280,45 @@ class FakeMyKaarma:
             )
         return answer
 
-    def _decide(self, lead: _LeadRequest, behaviour: Behaviour) -> _Answer:
+    def _decide(self, lead: LeadRequest, behaviour: Behaviour) -> Answer:
         """The answer to one lead request; called with the lock held."""
         kind = behaviour.kind
         if kind == "down":
-            return _Answer(None)
+            return Answer(None)
         if self._fail_rate and self._rng.random() < self._fail_rate:
-            return _Answer(503, _envelope(503, "SERVICE_UNAVAILABLE", "try again later"))
+            return Answer(503, envelope(503, "SERVICE_UNAVAILABLE", "try again later"))
         if not lead.auth_ok:
-            return _Answer(
+            return Answer(
                 401,
-                _envelope(401, "UNAUTHORIZED", "bad or missing basic auth credentials"),
+                envelope(401, "UNAUTHORIZED", "bad or missing basic auth credentials"),
                 (("WWW-Authenticate", 'Basic realm="myKaarma"'),),
             )
         if lead.body_error:
-            return _Answer(400, _envelope(400, "INVALID_REQUEST", lead.body_error))
+            return Answer(400, envelope(400, "INVALID_REQUEST", lead.body_error))
         if kind == "reject":
-            return _Answer(400, _envelope(400, "INVALID_REQUEST", "lead rejected by dealer"))
+            return Answer(400, envelope(400, "INVALID_REQUEST", "lead rejected by dealer"))
         if kind == "status" and not 200 <= behaviour.arg < 300:
             code = int(behaviour.arg)
             name = HTTPStatus(code).name if code in set(HTTPStatus) else "ERROR"
-            return _Answer(code, _envelope(code, name, f"status {code} by configuration"))
+            return Answer(code, envelope(code, name, f"status {code} by configuration"))
         if kind in {"flaky", "retry-after"}:
             attempt = self._attempts.get((lead.dealer_uuid, lead.key), 0) + 1
             self._attempts[(lead.dealer_uuid, lead.key)] = attempt
             if kind == "flaky" and attempt <= behaviour.arg:
-                return _Answer(503, _envelope(503, "SERVICE_UNAVAILABLE", f"flaky {attempt}"))
+                return Answer(503, envelope(503, "SERVICE_UNAVAILABLE", f"flaky {attempt}"))
             if kind == "retry-after" and attempt == 1:
-                body = _envelope(429, "TOO_MANY_REQUESTS", "slow down")
+                body = envelope(429, "TOO_MANY_REQUESTS", "slow down")
                 seconds = behaviour.arg
                 header = str(int(seconds)) if seconds.is_integer() else str(seconds)
-                return _Answer(429, body, (("Retry-After", header),))
+                return Answer(429, body, (("Retry-After", header),))
         prospect, created = self._store(lead)
         if kind == "drop-after-store" and created:
-            return _Answer(None, stored=True, created=True)
+            return Answer(None, stored=True, created=True)
         status = int(behaviour.arg) if kind == "status" else 200
-        body = {**_envelope(status), "isNewCreated": created, "prospectUuid": prospect}
-        return _Answer(status, None if status == 204 else body, stored=True, created=created)
+        body = {**envelope(status), "isNewCreated": created, "prospectUuid": prospect}
+        return Answer(status, None if status == 204 else body, stored=True, created=created)
 
-    def _store(self, lead: _LeadRequest) -> tuple[str, bool]:
+    def _store(self, lead: LeadRequest) -> tuple[str, bool]:
         """The lead's prospectUuid, and whether it was created now; lock held."""
         key = lead.key
         if key is not None and (lead.dealer_uuid, key) in self._prospects:
@@ -433,157 +345,3 @@ def check_lead_body(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not body.get("leadType"):
         missing.append("leadType")
     return body, ("missing or invalid: " + ", ".join(missing)) if missing else None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() closes the connections itself
-    request_queue_size = LISTEN_BACKLOG
-
-    def __init__(self, address: tuple[str, int], fake: FakeMyKaarma) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would call socket.getfqdn(), a DNS lookup we do not need.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-answer is routine here, not a traceback on stderr.
-        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
-
-    def track(self, connection: socket.socket, *, open_: bool) -> None:
-        with self._connections_lock:
-            (self._connections.add if open_ else self._connections.discard)(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # already closed by its client
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: a pooled requests.Session reuses connections
-    server_version = "FakeMyKaarma/1.0"
-    disable_nagle_algorithm = True
-    timeout = KEEPALIVE_IDLE_SECONDS
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, open_=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.fake.access_log:
-            logger.info("%s %s", self.address_string(), format % args)
-
-    def _send(
-        self, status: int, payload: object | None, headers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        body = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        if payload is not None:
-            self.send_header("Content-Type", "application/json")
-        if status != 204:
-            self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-
-    def _read_body(self) -> bytes | None:
-        """The request body; None after answering an unreadable one (and closing)."""
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            status, code = 411, "LENGTH_REQUIRED"
-        elif length > MAX_BODY_BYTES:
-            status, code = 413, "PAYLOAD_TOO_LARGE"
-        elif length < 0:
-            status, code = 400, "INVALID_REQUEST"
-        else:
-            return self.rfile.read(length)
-        self.close_connection = True  # the unread body would be taken for the next request
-        self._send(status, _envelope(status, code, "bad or missing Content-Length"))
-        return None
-
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        raw = self._read_body()
-        if raw is None:
-            return
-        fake = self.server.fake
-        if path == "/_fake/reset":
-            fake.reset()
-            self._send(200, {"reset": True})
-        elif path == "/_fake/config":
-            self._configure(raw)
-        elif path.startswith(LEAD_PATH_PREFIX) and "/" not in path[len(LEAD_PATH_PREFIX) :]:
-            self._lead(unquote(path[len(LEAD_PATH_PREFIX) :]), raw)
-        else:
-            self._send(404, _envelope(404, "NOT_FOUND", "no such endpoint"))
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        fake = self.server.fake
-        if path == "/_fake/requests":
-            self._send(200, fake.requests)
-        elif path == "/_fake/stats":
-            self._send(200, fake.stats())
-        elif path == "/_fake/health":
-            self._send(200, {"status": "ok", "url": fake.url})
-        else:
-            self._send(404, _envelope(404, "NOT_FOUND", "no such endpoint"))
-
-    def _configure(self, raw: bytes) -> None:
-        try:
-            settings = json.loads(raw or b"{}")
-            if not isinstance(settings, dict) or set(settings) - {
-                "latency_ms",
-                "fail_rate",
-                "behaviours",
-            }:
-                raise ValueError("expected an object of latency_ms, fail_rate, behaviours")
-            config = self.server.fake.configure(**settings)
-        except (ValueError, TypeError) as exc:
-            self._send(400, _envelope(400, "INVALID_REQUEST", str(exc)))
-            return
-        self._send(200, config)
-
-    def _lead(self, dealer_uuid: str, raw: bytes) -> None:
-        arrived = time.time()
-        fake = self.server.fake
-        body, body_error = check_lead_body(raw)
-        lead_id = None if body is None or body.get("leadId") is None else str(body["leadId"])
-        lead = _LeadRequest(
-            dealer_uuid=dealer_uuid,
-            lead_id=lead_id,
-            idempotency_key=self.headers.get("Idempotency-Key"),
-            auth_ok=fake._check_auth(self.headers.get("Authorization")),
-            body_error=body_error,
-        )
-        behaviour, latency_ms = fake._behaviour(dealer_uuid)
-        if latency_ms and behaviour.kind != "down":
-            time.sleep(latency_ms / 1000)
-        answer = fake._answer(lead, behaviour, arrived)
-        if answer.status is None:
-            self.close_connection = True  # no answer at all: the client sees the connection end
-            return
-        self._send(answer.status, answer.body, answer.headers)
