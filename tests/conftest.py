@@ -15,10 +15,23 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from store.embedded import free_port, start_redis_server, stop_embedded_redis
+
+#: Property tests judge results, not speed: on a loaded CI machine Hypothesis's default
+#: 200 ms deadline (and its data-generation health check) fail a correct example once
+#: and pass it on the rerun, which Hypothesis reports as a flaky failure. The blob
+#: printed with a failure replays it (`@reproduce_failure`).
+settings.register_profile(
+    "leadpipe",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile("leadpipe")
 
 CLAIM_KEY = "leadpipe-test:claimed-by"
 #: A claim outlives any sane test session, so a crashed run frees its database later.
