@@ -342,9 +342,10 @@ def test_slow_answers_are_served_concurrently_not_one_after_another():
             )
         elapsed = time.monotonic() - started
 
-    # Then all of them were answered in about one latency, not fifty
+    # Then all of them were answered together, not one after another (which takes
+    # 50 x 200 ms = 10 s); the bound leaves a loaded machine room
     assert statuses == [200] * 50
-    assert 0.2 <= elapsed < 1.5
+    assert 0.2 <= elapsed < 5.0
 
 
 def test_fail_rate_is_random_but_repeatable_with_a_seed():
