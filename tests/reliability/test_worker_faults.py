@@ -194,9 +194,11 @@ def test_sigkill_with_ingest_messages_reserved_they_come_back_within_two_minutes
     in Redis knows them, so only the broker brings them back (reliable fetch: the dead
     consumer's held lists, put back once its heartbeat has expired)."""
     stack = stacks(
-        behaviours={**BEHAVIOURS, "d-ok": "slow:3000"},
-        LEADPIPE_HTTP_TIMEOUT_SECONDS="4",  # longer than one slow POST
-        LEADPIPE_LEASE_SECONDS="9",  # longer than two HTTP timeouts (settings refuse less)
+        # a slow POST holds its thread 5 s: the late leads below must be reserved
+        # within that, even on a loaded machine
+        behaviours={**BEHAVIOURS, "d-ok": "slow:5000"},
+        LEADPIPE_HTTP_TIMEOUT_SECONDS="6",  # longer than one slow POST
+        LEADPIPE_LEASE_SECONDS="13",  # longer than two HTTP timeouts (settings refuse less)
     )
     # Given one worker on every queue (`celery -A tasks worker`), its 4 threads busy
     # posting to a slow myKaarma ...
