@@ -60,7 +60,7 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         return cls(
-            runs=2,
+            runs=1,
             warmup_leads=60,
             warmup_chains=30,
             baseline_chains=100,
