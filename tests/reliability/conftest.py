@@ -128,9 +128,13 @@ class ReliabilityStack(Stack):
         deliver_threads: int = 8,
         env: Mapping[str, str] | None = None,
         loglevel: str = "INFO",
+        only: Iterable[str] | None = None,
     ) -> list[WorkerProcess]:
         """The processes `leadpipe worker` runs on one host (`default_specs`): one for
-        the short CPU-bound queues, one with a threads pool for delivery."""
+        the short CPU-bound queues, one with a threads pool for delivery, one for
+        notifications. `only` names a subset (e.g. `("io",)`), so a case can start the
+        delivery process once the leads are validated, whatever the machine's speed."""
+        wanted = None if only is None else set(only)
         workers = [
             self.start_worker(
                 f"{name}-{spec.name}",
@@ -142,6 +146,7 @@ class ReliabilityStack(Stack):
                 wait=False,
             )
             for spec in default_specs(deliver_threads)
+            if wanted is None or spec.name in wanted
         ]
         for worker in workers:
             worker.wait_ready()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from leadpipe.runner import WorkerProcess, default_specs
+from leadpipe.runner import default_specs
 from tasks import fetch
 from tasks.fetch import held_count
 from tests.reliability.conftest import (
@@ -43,24 +43,15 @@ def test_sigkill_mid_delivery_a_new_worker_takes_over_and_none_is_created_twice(
     stacks: StackFactory,
 ) -> None:
     stack = stacks(latency_ms=200, LEADPIPE_LEASE_SECONDS=str(LEASE))
-    specs = {spec.name: spec for spec in default_specs(THREADS)}
-
-    def start(spec_name: str) -> WorkerProcess:
-        spec = specs[spec_name]
-        return stack.start_worker(
-            f"doomed-{spec.name}", queues=spec.queues, pool=spec.pool,
-            concurrency=spec.concurrency,
-        )  # fmt: skip
-
     # Given 320 leads, every one already recorded and validated (the ingest messages'
     # fate is the next case's): the host's delivery process starts only then, so the
     # case does not hang on how fast this machine validates against how fast it posts
     ids = [stack.send(valid_payload(), partner="acme") for _ in range(320)]
-    old = [start("cpu"), start("notify")]
+    old = stack.start_host("doomed", deliver_threads=THREADS, only=("cpu", "notify"))
     wait_until(
         lambda: stack.count_states(ids)["validated"] == len(ids), timeout=60, what="all validated"
     )
-    old.append(start("io"))
+    old += stack.start_host("doomed", deliver_threads=THREADS, only=("io",))
 
     def mid_delivery() -> bool:
         # ... and the delivery threads busy: some delivered, 200+ waiting or mid-POST
