@@ -169,8 +169,6 @@ RESULT_KEYS = {
 }
 
 
-@pytest.mark.integration
-@pytest.mark.slow
 def test_ratios_pair_runs_side_by_side_and_compare_medians() -> None:
     # Three runs of two legs that ran side by side (the quick run below has one)
     top = [{"rate": r} for r in (90.0, 120.0, 100.0)]
@@ -190,6 +188,8 @@ def test_ratios_pair_runs_side_by_side_and_compare_medians() -> None:
     }
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     from bench.__main__ import main
 
