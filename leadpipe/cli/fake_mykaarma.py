@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
 from leadpipe.cli.gate import gated
 from leadpipe.cli.options import bind_options, json_option
 from leadpipe.cli.serving import serve_until_signal
-from leadpipe.exit_codes import EXIT_FAILED
 from leadpipe.fake_mykaarma import DEFAULT_PORT, BehaviourError, FakeMyKaarma, parse_behaviour
 
 
@@ -98,10 +96,4 @@ def fake_mykaarma(
         raise click.UsageError(str(exc)) from None
     if access_log:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        fake.start()
-    except OSError as exc:
-        click.echo(f"Error: cannot serve on {address}:{port}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_FAILED)
-
-    serve_until_signal(fake.url, fake.stop, what="Fake myKaarma", as_json=as_json)
+    serve_until_signal(fake, where=f"{address}:{port}", what="Fake myKaarma", as_json=as_json)

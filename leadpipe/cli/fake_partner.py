@@ -12,7 +12,7 @@ import click
 from leadpipe.cli.gate import gated
 from leadpipe.cli.options import bind_options, json_option
 from leadpipe.cli.serving import serve_until_signal
-from leadpipe.exit_codes import EXIT_FAILED, EXIT_USAGE
+from leadpipe.exit_codes import EXIT_USAGE
 from leadpipe.fake_partner import DEFAULT_PORT, FakePartner, Received
 from pipeline.webhooks import WebhookConfigError, check_secret
 
@@ -64,9 +64,4 @@ def fake_partner(address: str, port: int, secret_env: str, fail_first: int, as_j
     except (WebhookConfigError, ValueError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    try:
-        partner.start()
-    except OSError as exc:
-        click.echo(f"Error: cannot serve on {address}:{port}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_FAILED)
-    serve_until_signal(partner.url, partner.stop, what="Fake partner", as_json=as_json)
+    serve_until_signal(partner, where=f"{address}:{port}", what="Fake partner", as_json=as_json)

@@ -490,6 +490,25 @@ def test_cli_refuses_bad_values_with_a_usage_error(args):
     assert result.exit_code == 2, result.output
 
 
+def test_cli_on_a_port_in_use_exits_1_naming_the_address():
+    from leadpipe.cli.fake_mykaarma import fake_mykaarma
+
+    # Given a port another listener holds
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # When the fake is asked to serve there
+        result = CliRunner().invoke(
+            fake_mykaarma,
+            ["--port", str(port)],
+            env={"MYKAARMA_USERNAME": None, "MYKAARMA_PASSWORD": None},
+        )
+    # Then it fails (1, not a usage error) and says where it could not serve
+    assert result.exit_code == 1, result.output
+    assert f"cannot serve on 127.0.0.1:{port}" in result.output
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
