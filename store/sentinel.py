@@ -44,10 +44,12 @@ class SentinelUrl:
             options["sentinel_kwargs"] = {"password": self.password}
         return options
 
-    def worker_broker(self) -> tuple[str, dict[str, Any]]:
-        """URL and options for leadpipe's own transport: the first sentinel in the URL
-        (no `;` alternatives: kombu would switch transport on failover), every
-        sentinel in the `sentinels` option."""
+    def lead_transport_broker(self) -> tuple[str, dict[str, Any]]:
+        """URL and options for leadpipe's own transport (workers, and a careful sender's
+        `LeadSentinelTransport`): the first sentinel in the URL, every sentinel in the
+        `sentinels` option. Never `;` alternatives: on a connection error kombu switches
+        to the next one and, with it, to the transport its scheme names (kombu's own),
+        silently dropping reliable fetch and a publish's wait for a replica."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         host, port = self.sentinels[0]
         url = f"sentinel://{auth}{host}:{port}/{self.db}"
@@ -130,7 +132,7 @@ def master_client(url: str, **client_kwargs: Any) -> Any:
             if k in client_kwargs
         }
     )
-    manager = Sentinel(list(parts.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    manager = Sentinel(list(parts.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call, unused-ignore]
     master = manager.master_for  # redis-py's Sentinel is untyped
     return master(
         parts.service,
@@ -138,4 +140,4 @@ def master_client(url: str, **client_kwargs: Any) -> Any:
         password=parts.password,
         connection_class=FollowingConnection,
         **client_kwargs,
-    )  # type: ignore[no-untyped-call]
+    )  # type: ignore[no-untyped-call, unused-ignore]

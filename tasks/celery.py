@@ -72,7 +72,7 @@ def _configuration() -> dict[str, Any]:
     }
     transport = REDIS_TRANSPORT if broker_kind(broker) is Broker.REDIS else None
     if is_sentinel(broker):  # kombu's sentinel transport, reliable fetch on top
-        broker, sentinel_options = parse_sentinel(broker).worker_broker()
+        broker, sentinel_options = parse_sentinel(broker).lead_transport_broker()
         transport = SENTINEL_TRANSPORT
         options.update(sentinel_options)
     amqp: dict[str, Any] = {}

@@ -93,6 +93,14 @@ class LeadChannel(FetchAck, FetchUpkeep, kombu_redis.Channel):
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise ValueError("leadpipe's reliable fetch does not support global_keyprefix")
+        if self.publish_wait_replicas and getattr(self.connection.client, "alt", None):
+            # kombu's failover to the next `;` URL switches to the transport that URL's
+            # scheme names: from the first connection error on, publishes would no
+            # longer wait for a replica, without a word.
+            raise ValueError(
+                "publish_wait_replicas needs a single broker URL, not ';'-separated "
+                "alternatives: name the sentinels in the 'sentinels' transport option"
+            )
 
     # -- fetching ------------------------------------------------------------------
 

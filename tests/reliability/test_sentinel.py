@@ -63,20 +63,17 @@ class Sender(threading.Thread):
             time.sleep(self.every)
 
 
-@pytest.mark.slow
 def careful_sender(cluster: SentinelCluster) -> Callable[..., str]:
     """An upstream sender that must never lose a lead (README "High availability"): each
     publish waits for a replica (`WAIT 1`, transport option `publish_wait_replicas`), so
-    one that only a primary about to be demoted or killed took raises and is sent again."""
-    sentinel = parse_sentinel(cluster.url())
-    upstream = Celery("careful", broker=sentinel.kombu_url())
+    one that only a primary about to be demoted or killed took raises and is sent again.
+    One sentinel URL, every sentinel in the options: with kombu's `;` alternatives the
+    first connection error would switch it to kombu's own transport, which never waits."""
+    url, options = parse_sentinel(cluster.url()).lead_transport_broker()
+    upstream = Celery("careful", broker=url)
     upstream.conf.update(
         broker_transport="tasks.sentinel_transport:LeadSentinelTransport",
-        broker_transport_options={
-            **sentinel.transport_options(),
-            "publish_wait_replicas": 1,
-            "publish_wait_ms": 500,
-        },
+        broker_transport_options={**options, "publish_wait_replicas": 1, "publish_wait_ms": 500},
     )
 
     def send(payload: object, **kwargs: Any) -> str:
