@@ -142,6 +142,8 @@ class ForgetResult:
     dry_run: bool
     #: Leads whose POST was in flight and had not ended when the wait ran out.
     still_in_flight: list[str] = field(default_factory=list)
+    #: Leads whose POST was in flight when they were erased (waited out, or not).
+    were_in_flight: list[str] = field(default_factory=list)
 
 
 class Eraser:
@@ -282,7 +284,7 @@ class Eraser:
             late -= {f.lead_id for f in forgotten}
             forgotten += self.forget([], tombstone_seconds=tombstone_seconds, found_in_broker=late)
         deadline = time.monotonic() + wait_seconds
-        waiting = self.in_flight(forgotten)
+        waiting = were_in_flight = self.in_flight(forgotten)
         while waiting and time.monotonic() < deadline:
             time.sleep(IN_FLIGHT_POLL_SECONDS)
             waiting = self.in_flight(forgotten)
@@ -291,4 +293,4 @@ class Eraser:
         if ids:
             self.redis.hincrby(self.keys.counters, FORGOTTEN_COUNTER, len(ids))
         log.info("forget: %d lead(s) erased", len(ids))
-        return ForgetResult(ids, False, waiting)
+        return ForgetResult(ids, False, waiting, were_in_flight)

@@ -68,7 +68,12 @@ def forget(
     )
     if not dry_run:  # the audit line: how many and when, never who
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        click.echo(f"leadpipe forget: {len(result.lead_ids)} lead(s) erased at {stamp}", err=True)
+        waited = len(result.were_in_flight)
+        click.echo(
+            f"leadpipe forget: {len(result.lead_ids)} lead(s) erased at {stamp}"
+            + (f"; waited for {waited} POST(s) in flight" if waited else ""),
+            err=True,
+        )
     if as_json:
         print_json(
             {"forgotten": len(result.lead_ids), "leadIds": result.lead_ids, "dryRun": dry_run}
